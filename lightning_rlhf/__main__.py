@@ -1,0 +1,3 @@
+from lightning_rlhf.cli import cli_main
+
+cli_main()

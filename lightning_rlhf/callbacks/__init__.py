@@ -1,0 +1,3 @@
+from lightning_rlhf.callbacks.samples import SampleTableLogger
+
+__all__ = ["SampleTableLogger"]

@@ -1,0 +1,92 @@
+"""``SampleTableLogger``: a TensorBoard text table of generations from fixed prompts."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+DEFAULT_PROMPTS = [
+    "This movie was",
+    "I went to see this film",
+    "The acting in this",
+    "My wife and I",
+    "Honestly, the plot",
+    "The director of",
+    "I have never",
+    "After watching the trailer",
+]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Markdown table with one column per key; ``|`` and newlines are escaped."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+
+    def cell(value: object) -> str:
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+class SampleTableLogger(L.Callback):
+    """Generate from the same prompts with the same seed and log the table (rank zero only).
+
+    The module provides ``sample_rows(prompts, max_new_tokens, temperature, seed)``; SFT rows hold
+    prompt and continuation, PPO rows add the reward. Same prompts and seed at every log make
+    the tables comparable across steps. View more than 10 tables per tag with
+    ``tensorboard --samples_per_plugin=text=100``.
+
+    Args:
+        prompts: Prompts to continue; default a fixed set of IMDB-style openings.
+        max_new_tokens: Tokens to generate per prompt.
+        temperature: Sampling temperature.
+        seed: Seed of the sampling generator.
+        every_n_train_steps: Also log every N training batches (0 = only at validation end).
+        on_validation: Log at the end of every validation epoch.
+    """
+
+    def __init__(
+        self,
+        prompts: list[str] | None = None,
+        max_new_tokens: int = 32,
+        temperature: float = 0.7,
+        seed: int = 0,
+        every_n_train_steps: int = 0,
+        on_validation: bool = True,
+    ) -> None:
+        self.prompts = prompts or list(DEFAULT_PROMPTS)
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self.every_n_train_steps = every_n_train_steps
+        self.on_validation = on_validation
+
+    @staticmethod
+    def _step(trainer: L.Trainer) -> int:
+        # the logger's x-axis (batches), not optimizer steps: PPO takes many per batch
+        return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+    def log_table(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if not writers:
+            return
+        with trainer.precision_plugin.forward_context():
+            rows = pl_module.sample_rows(self.prompts, self.max_new_tokens, self.temperature, self.seed)
+        text = markdown_table(rows)
+        for writer in writers:
+            writer.add_text("samples", text, global_step=self._step(trainer))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.on_validation and not trainer.sanity_checking:
+            self.log_table(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n = self.every_n_train_steps
+        if n > 0 and self._step(trainer) % n == 0:
+            self.log_table(trainer, pl_module)

@@ -1,0 +1,172 @@
+"""``IMDBDataModule``: one data module for every stage (SFT, reward model, PPO)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import datasets
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_rlhf.data.collate import ClassificationCollator, LeftPadCollator, LMBlockCollator
+from lightning_rlhf.data.sources import load_reviews
+from lightning_rlhf.models.loading import load_tokenizer
+
+Shape = Literal["lm", "prompts", "classification"]
+
+
+class IMDBDataModule(L.LightningDataModule):
+    """IMDB reviews served as LM blocks, rollout prompts, or labelled texts.
+
+    Args:
+        data_path: Hugging Face dataset id, a folder of train/test .parquet/.jsonl/.csv files
+            with ``text``/``label`` columns, one such file, or an extracted ``aclImdb/`` folder.
+        tokenizer: Hub id or local folder of the tokenizer (the policy's, or the classifier's).
+        shape: ``lm`` (token blocks for SFT), ``prompts`` (left-padded review openings for PPO
+            rollouts) or ``classification`` (tokenized text + label for the reward model).
+        batch_size: Samples per batch (per process under DDP).
+        val_size: Held-out validation reviews taken from train: a count, or a fraction if < 1.
+        max_train_samples: Use at most this many training reviews (after shuffling); None = all.
+        max_eval_samples: Use at most this many validation and test reviews; None = all.
+        block_size: Tokens per block for the ``lm`` shape.
+        prompt_min_tokens: Shortest prompt, in tokens, for the ``prompts`` shape.
+        prompt_max_tokens: Longest prompt, in tokens; each prompt's length is drawn (seeded)
+            from [prompt_min_tokens, prompt_max_tokens].
+        min_review_chars: For prompts, skip reviews shorter than this (TRL's IMDB recipe: 200).
+        max_length: Truncation length for the ``classification`` shape.
+        pad_with_eos: Pad with EOS when the tokenizer has no pad token (GPT-2).
+        seed: Seed for shuffling, the validation split and prompt lengths.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        data_path: str = "stanfordnlp/imdb",
+        tokenizer: str = "gpt2",
+        shape: Shape = "lm",
+        batch_size: int = 8,
+        val_size: float = 1000,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        block_size: int = 256,
+        prompt_min_tokens: int = 2,
+        prompt_max_tokens: int = 8,
+        min_review_chars: int = 200,
+        max_length: int = 512,
+        pad_with_eos: bool = True,
+        seed: int = 42,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if shape not in ("lm", "prompts", "classification"):
+            raise ValueError(f"shape must be lm, prompts or classification, not '{shape}'")
+        if not 1 <= prompt_min_tokens <= prompt_max_tokens:
+            raise ValueError(
+                f"prompt length range [{prompt_min_tokens}, {prompt_max_tokens}] is empty or "
+                f"starts below 1; set 1 <= prompt_min_tokens <= prompt_max_tokens"
+            )
+        self.save_hyperparameters()
+        self.tokenizer = load_tokenizer(tokenizer, pad_with_eos=pad_with_eos)
+        self.splits: dict[str, datasets.Dataset] = {}
+
+    # -- preparing splits -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        hp = self.hparams
+        raw = load_reviews(hp.data_path)
+        train = raw["train"].shuffle(seed=hp.seed)
+        n_val = int(hp.val_size * len(train)) if hp.val_size < 1 else int(hp.val_size)
+        if not 0 < n_val < len(train):
+            raise ValueError(
+                f"val_size={hp.val_size} leaves no train or no validation reviews out of "
+                f"{len(train)}; choose a size between 1 and {len(train) - 1}"
+            )
+        parts = {"validation": train.select(range(n_val)), "train": train.select(range(n_val, len(train)))}
+        if "test" in raw:
+            parts["test"] = raw["test"].shuffle(seed=hp.seed)
+        for name, ds in parts.items():
+            limit = hp.max_train_samples if name == "train" else hp.max_eval_samples
+            if limit is not None:
+                ds = ds.select(range(min(limit, len(ds))))
+            ds = self._shape(ds)
+            if len(ds) == 0:
+                raise ValueError(
+                    f"the {name} split of '{hp.data_path}' is empty after filtering for shape "
+                    f"'{hp.shape}' (min_review_chars={hp.min_review_chars}, "
+                    f"block_size={hp.block_size}); use more data or relax those settings"
+                )
+            self.splits[name] = ds
+
+    def _shape(self, ds: datasets.Dataset) -> datasets.Dataset:
+        hp, tok = self.hparams, self.tokenizer
+        if hp.shape == "classification":
+            labels = set(ds.unique("label"))
+            if not labels <= {0, 1}:
+                raise ValueError(
+                    f"labels must be 0 (neg) or 1 (pos) for the classification shape, found "
+                    f"{sorted(labels)}; drop unlabelled rows (label -1) first"
+                )
+            return ds.map(
+                lambda b: tok(b["text"], truncation=True, max_length=hp.max_length),
+                batched=True, remove_columns=["text"], desc="tokenizing reviews",
+            )
+        if hp.shape == "prompts":
+            ds = ds.filter(lambda b: [len(t) >= hp.min_review_chars for t in b["text"]],
+                           batched=True, desc="dropping short reviews")
+            lengths = np.random.default_rng(hp.seed).integers(
+                hp.prompt_min_tokens, hp.prompt_max_tokens + 1, size=len(ds))
+
+            def first_tokens(batch: dict, idx: list[int]) -> dict:
+                ids = tok(batch["text"], truncation=True, max_length=hp.prompt_max_tokens)["input_ids"]
+                return {"input_ids": [x[: int(lengths[i])] for x, i in zip(ids, idx, strict=True)]}
+
+            return ds.map(first_tokens, batched=True, with_indices=True,
+                          remove_columns=["text"], desc="tokenizing prompts")
+        eos = tok.eos_token_id
+
+        def blocks(batch: dict) -> dict:
+            stream: list[int] = []
+            for ids in tok(batch["text"])["input_ids"]:
+                stream.extend(ids + ([eos] if eos is not None else []))
+            n = len(stream) // hp.block_size * hp.block_size
+            return {"input_ids": [stream[i: i + hp.block_size] for i in range(0, n, hp.block_size)]}
+
+        return ds.map(blocks, batched=True, remove_columns=ds.column_names, desc="packing LM blocks")
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _collate(self):
+        pad = self.tokenizer.pad_token_id
+        return {"lm": LMBlockCollator(), "prompts": LeftPadCollator(pad),
+                "classification": ClassificationCollator(pad)}[self.hparams.shape]
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.splits:
+            raise ValueError(
+                f"the data source '{self.hparams.data_path}' has no {split} split; "
+                f"add {split}* files next to the train files"
+            )
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(
+            self.splits[split].with_format(columns=self._columns()),
+            batch_size=self.hparams.batch_size,
+            shuffle=train,
+            drop_last=train and self.hparams.shape == "prompts",
+            collate_fn=self._collate(),
+            num_workers=self.hparams.num_workers,
+            generator=generator if train else None,
+        )
+
+    def _columns(self) -> list[str]:
+        return ["input_ids", "label"] if self.hparams.shape == "classification" else ["input_ids"]
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

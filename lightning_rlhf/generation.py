@@ -1,0 +1,51 @@
+"""Decode-level helpers: sample continuations for a list of prompt strings."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from lightning_rlhf.rl.sampling import sample_responses
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids``/``attention_mask`` (b, q) for ``prompts``."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+@torch.no_grad()
+def generate_texts(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float = 0.7,
+    seed: int = 0,
+) -> list[str]:
+    """Sample one continuation per prompt with a private seeded generator (repeatable tables)."""
+    device = next(model.parameters()).device
+    enc = encode_prompts(tokenizer, prompts, device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        responses = sample_responses(
+            model, enc["input_ids"], enc["attention_mask"], max_new_tokens, temperature,
+            generator, tokenizer.eos_token_id, tokenizer.pad_token_id,
+        )
+    finally:
+        model.train(was_training)
+    return decode_responses(tokenizer, responses)
+
+
+def decode_responses(tokenizer: PreTrainedTokenizerBase, responses: torch.Tensor,
+                     response_mask: torch.Tensor | None = None) -> list[str]:
+    """Decode (b, r) responses up to their stop (inclusive of nothing after the mask)."""
+    rows = []
+    for i, row in enumerate(responses.tolist()):
+        n = int(response_mask[i].sum()) if response_mask is not None else len(row)
+        rows.append(tokenizer.decode(row[:n], skip_special_tokens=True))
+    return rows

@@ -1,0 +1,162 @@
+"""Load tokenizers and Hugging Face models from a hub id, a local folder, or a small config.
+
+Every stage takes a model as ``model_name_or_path`` (hub id or folder) or, for offline work and
+tests, as ``model_config`` (a dict of config fields such as ``{"n_layer": 2, "n_embd": 64}``),
+which builds a randomly initialised model from a fixed seed so that it can be rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+POSITIVE_ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else is meant as a local path."""
+    return (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or os.sep != "/" and os.sep in name
+        or Path(name).suffix in {".parquet", ".jsonl", ".json", ".csv", ".txt"}
+    )
+
+
+def _hub_error(kind: str, name: str, err: Exception) -> OSError:
+    if looks_like_local_path(name) and not os.path.exists(os.path.expanduser(name)):
+        return FileNotFoundError(
+            f"{kind} path '{name}' does not exist. Pass an existing folder written by "
+            f"`save_pretrained` (did an earlier stage export there?) or a Hugging Face hub id."
+        )
+    return OSError(
+        f"could not load {kind} '{name}': {err}. If this machine has no access to the Hugging Face "
+        f"hub, pass a local folder (for example one written by `save_pretrained`) instead."
+    )
+
+
+def check_export_folder(path: str, kind: str) -> None:
+    """Name the missing file of a local model folder before transformers fails deep inside."""
+    folder = Path(os.path.expanduser(path))
+    if not folder.is_dir():
+        return
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(
+            f"{kind} folder '{path}' has no config.json, so it is not a `save_pretrained` export. "
+            f"Re-run the stage that exports it, or point at the right folder."
+        )
+    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+    if kind != "tokenizer" and not has_weights:
+        raise FileNotFoundError(
+            f"{kind} folder '{path}' has config.json but no weights (*.safetensors or *.bin). "
+            f"The export was interrupted or copied partly; export it again."
+        )
+
+
+def load_tokenizer(name_or_path: str, pad_with_eos: bool = True) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make sure it can pad.
+
+    GPT-2 ships without a pad token. With ``pad_with_eos`` the EOS token pads (attention masks,
+    not token ids, decide what is padding everywhere in this package); otherwise a tokenizer
+    without a pad token is an error that says how to add one.
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path))
+    except (OSError, ValueError) as err:
+        raise _hub_error("tokenizer", name_or_path, err) from err
+    if tokenizer.pad_token is None:
+        if pad_with_eos and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            raise ValueError(
+                f"tokenizer '{name_or_path}' has no pad token"
+                + (" and no eos token" if tokenizer.eos_token is None else "")
+                + ". Add one and save it (tokenizer.add_special_tokens({'pad_token': '<pad>'}); "
+                "tokenizer.save_pretrained(folder)), or set pad_with_eos=True to pad with EOS."
+            )
+    return tokenizer
+
+
+def _config_from_dict(config: dict[str, Any], default_type: str) -> Any:
+    fields = dict(config)
+    model_type = fields.pop("model_type", default_type)
+    return AutoConfig.for_model(model_type, **fields)
+
+
+def build_from_config(
+    config: dict[str, Any], kind: str, seed: int = 0, default_type: str = "gpt2"
+) -> PreTrainedModel:
+    """Randomly initialise a model from config fields with a private, fixed seed.
+
+    The same ``(config, seed)`` always gives the same weights, so a frozen reference built from
+    a config can be rebuilt on resume instead of being stored in every checkpoint.
+    """
+    auto = AutoModelForCausalLM if kind == "causal_lm" else AutoModelForSequenceClassification
+    hf_config = _config_from_dict(config, default_type)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return auto.from_config(hf_config)
+
+
+def load_causal_lm(
+    name_or_path: str | None, config: dict[str, Any] | None = None, seed: int = 0
+) -> PreTrainedModel:
+    """Causal LM from a small config (random init) or a hub id / local folder."""
+    if config is not None:
+        return build_from_config(config, "causal_lm", seed)
+    if name_or_path is None:
+        raise ValueError("give either model_name_or_path or model_config")
+    check_export_folder(name_or_path, "model")
+    try:
+        return AutoModelForCausalLM.from_pretrained(os.path.expanduser(name_or_path))
+    except (OSError, ValueError) as err:
+        raise _hub_error("model", name_or_path, err) from err
+
+
+def load_sequence_classifier(
+    name_or_path: str | None,
+    config: dict[str, Any] | None = None,
+    seed: int = 0,
+    num_labels: int | None = None,
+) -> PreTrainedModel:
+    """Sequence classifier from a small config (random init) or a hub id / local folder.
+
+    With ``num_labels=2`` the labels are named NEGATIVE/POSITIVE, so exports are self-describing.
+    """
+    if config is not None:
+        fields = dict(config)
+        if num_labels is not None:
+            fields.update(num_labels=num_labels, id2label=POSITIVE_ID2LABEL,
+                          label2id={v: k for k, v in POSITIVE_ID2LABEL.items()})
+        return build_from_config(fields, "classifier", seed, default_type="distilbert")
+    if name_or_path is None:
+        raise ValueError("give either model_name_or_path or model_config")
+    check_export_folder(name_or_path, "model")
+    kwargs: dict[str, Any] = {}
+    if num_labels is not None:
+        kwargs = dict(num_labels=num_labels, id2label=POSITIVE_ID2LABEL,
+                      label2id={v: k for k, v in POSITIVE_ID2LABEL.items()})
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            os.path.expanduser(name_or_path), **kwargs
+        )
+    except (OSError, ValueError) as err:
+        raise _hub_error("model", name_or_path, err) from err
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0: log-probs and KL must not be noisy (TRL, N-details P4)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0

@@ -1,0 +1,3 @@
+from lightning_rlhf.modules.sft import SFTModule
+
+__all__ = ["SFTModule"]

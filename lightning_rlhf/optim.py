@@ -1,0 +1,49 @@
+"""AdamW with linear warmup and a cosine, linear or constant decay, shared by every stage."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+
+Schedule = Literal["cosine", "linear", "constant"]
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: Schedule) -> float:
+    """Multiplier of the base learning rate after ``step`` optimizer steps."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant" or total_steps <= warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def adamw_with_schedule(
+    param_groups: Iterable,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    total_steps: int,
+    schedule: Schedule,
+    eps: float = 1e-8,
+) -> dict:
+    """Lightning ``configure_optimizers`` dict: AdamW plus a per-step ``LambdaLR``."""
+    optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, eps=eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup_steps, total_steps, schedule)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; biases and norms are left alone (as in nanoGPT)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]

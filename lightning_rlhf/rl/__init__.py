@@ -1,0 +1,1 @@
+"""Pure torch RL functions: no Lightning import anywhere in this package."""

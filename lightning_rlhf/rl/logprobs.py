@@ -1,0 +1,43 @@
+"""Token log-probabilities, entropies and position ids for left-padded batches."""
+
+from __future__ import annotations
+
+import torch
+
+
+def left_pad_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on the first real token of each row.
+
+    With left padding, ``arange`` positions would shift every prompt by its padding; GPT-2's
+    learned position embeddings then see other positions than in training (N-details G3).
+
+    Args:
+        attention_mask: (b, t) with 1 on real tokens.
+    Returns:
+        (b, t) long tensor; padded slots get 0.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def logprobs_from_logits(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log p(token) under ``softmax(logits / temperature)``.
+
+    The same temperature that sampled the tokens must divide the logits here, or the policy
+    PPO optimises is not the one that sampled (N-details P1).
+
+    Args:
+        logits: (b, t, v) raw logits predicting ``tokens``.
+        tokens: (b, t) token ids.
+    Returns:
+        (b, t) float32 log-probabilities.
+    """
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of ``softmax(logits / temperature)`` per position: (b, t, v) -> (b, t)."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)

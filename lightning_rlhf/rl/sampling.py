@@ -1,0 +1,57 @@
+"""KV-cached ancestral sampling from left-padded prompts, with an explicit RNG.
+
+Our own loop rather than ``generate``: it samples from the plain temperature-scaled
+distribution (no top-k/top-p, as PPO's log-probs assume), draws from a ``torch.Generator``
+whose state goes into checkpoints (exact resume), and stops as soon as every row has hit EOS.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lightning_rlhf.rl.logprobs import left_pad_position_ids
+
+
+@torch.no_grad()
+def sample_responses(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int = 0,
+) -> torch.Tensor:
+    """Sample up to ``max_new_tokens`` tokens per prompt.
+
+    Args:
+        model: a Hugging Face causal LM (called with ``past_key_values``/``use_cache``).
+        input_ids, attention_mask: (b, q) left-padded prompts.
+        eos_token_id: stop token; rows that finished get ``pad_token_id`` afterwards, and the
+            loop ends early once every row finished. None samples the full length.
+    Returns:
+        (b, n) responses with n <= max_new_tokens.
+    """
+    position_ids = left_pad_position_ids(attention_mask)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+    b = input_ids.shape[0]
+    finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
+    ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=attention_mask.device)
+    tokens: list[torch.Tensor] = []
+    for step in range(max_new_tokens):
+        probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        if eos_token_id is not None:
+            token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+            finished |= token == eos_token_id
+        tokens.append(token)
+        if step + 1 == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
+            break
+        attention_mask = torch.cat([attention_mask, ones], dim=-1)
+        position_ids = position_ids[:, -1:] + 1
+        out = model(
+            input_ids=token.unsqueeze(-1), attention_mask=attention_mask,
+            position_ids=position_ids, past_key_values=out.past_key_values, use_cache=True,
+        )
+    return torch.stack(tokens, dim=-1)

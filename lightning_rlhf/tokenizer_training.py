@@ -1,0 +1,53 @@
+"""``lightning-rlhf-tokenizer``: train a small byte-level BPE tokenizer on IMDB reviews.
+
+GPT-2's 50,257-token output layer dominates the cost of a small model on a CPU; an 8k
+vocabulary trained on the reviews themselves makes offline SFT and PPO several times faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from lightning_rlhf.data.sources import load_reviews
+
+EOS, PAD = "<|endoftext|>", "<pad>"
+
+
+def train_bpe_tokenizer(texts: Iterator[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-2 style) with ``<|endoftext|>`` (bos/eos) and ``<pad>``."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=PAD
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="IMDB source: hub id, folder or file")
+    parser.add_argument("--out", required=True, help="folder to save the tokenizer to")
+    parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--max-reviews", type=int, default=None, help="train on the first N")
+    args = parser.parse_args(argv)
+    train = load_reviews(args.data)["train"]
+    if args.max_reviews:
+        train = train.select(range(min(args.max_reviews, len(train))))
+    tokenizer = train_bpe_tokenizer(iter(train["text"]), args.vocab_size)
+    tokenizer.save_pretrained(args.out)
+    print(f"saved a {len(tokenizer)}-token tokenizer trained on {len(train)} reviews to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

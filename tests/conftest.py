@@ -1,0 +1,61 @@
+"""Offline fixtures: a tiny tokenizer, tiny review files and tiny model configs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+POSITIVE = ["great", "wonderful", "loved", "brilliant", "superb", "moving", "funny", "best"]
+NEGATIVE = ["awful", "boring", "hated", "terrible", "dull", "worst", "weak", "mess"]
+NEUTRAL = ["the", "movie", "film", "plot", "actor", "scene", "story", "was", "and", "a", "it", "this"]
+
+TINY_GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64}
+
+
+def make_reviews(n: int, seed: int = 0) -> list[dict]:
+    """Separable toy reviews: sentiment words decide the label; ``<br />`` tags sprinkled in."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = POSITIVE if label else NEGATIVE
+        body = [rng.choice(NEUTRAL if rng.random() < 0.6 else words) for _ in range(rng.randint(30, 50))]
+        text = " ".join(body[:10]) + " <br /><br /> " + " ".join(body[10:])
+        rows.append({"text": text, "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from lightning_rlhf.tokenizer_training import train_bpe_tokenizer
+
+    texts = [r["text"] for r in make_reviews(400, seed=1)]
+    tok = train_bpe_tokenizer(iter(texts), vocab_size=300)
+    out = tmp_path_factory.mktemp("tokenizer")
+    tok.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def imdb_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A folder with train.jsonl and test.jsonl of toy reviews."""
+    out = tmp_path_factory.mktemp("imdb")
+    write_jsonl(out / "train.jsonl", make_reviews(240, seed=2))
+    write_jsonl(out / "test.jsonl", make_reviews(80, seed=3))
+    return str(out)
+
+
+@pytest.fixture
+def tiny_gpt2(tokenizer_dir: str) -> dict:
+    return {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
