@@ -59,3 +59,26 @@ def imdb_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def tiny_gpt2(tokenizer_dir: str) -> dict:
     return {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
+
+
+TINY_DISTILBERT = {"model_type": "distilbert", "vocab_size": 300, "dim": 32, "n_layers": 1, "n_heads": 2,
+                   "hidden_dim": 64, "max_position_embeddings": 128, "pad_token_id": 1}
+
+
+@pytest.fixture
+def tiny_classifier_dir(tmp_path: Path, tokenizer_dir: str):
+    """Save a random tiny classifier with the given ``id2label`` and return its folder."""
+    from transformers import AutoTokenizer
+
+    from lightning_rlhf.models.loading import build_from_config
+
+    def make(id2label: dict[int, str]) -> str:
+        config = {**TINY_DISTILBERT, "num_labels": len(id2label), "id2label": id2label,
+                  "label2id": {v: k for k, v in id2label.items()}}
+        model = build_from_config(config, "classifier", seed=0)
+        out = tmp_path / ("clf_" + "_".join(id2label.values()))
+        model.save_pretrained(out)
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+        return str(out)
+
+    return make

@@ -1,3 +1,5 @@
+from lightning_rlhf.modules.ppo import PPOModule
+from lightning_rlhf.modules.reward_model import RewardModelModule
 from lightning_rlhf.modules.sft import SFTModule
 
-__all__ = ["SFTModule"]
+__all__ = ["PPOModule", "RewardModelModule", "SFTModule"]

@@ -84,6 +84,10 @@ class SFTModule(L.LightningModule):
         self.log("train/ppl", torch.exp(loss.detach()))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        # fresh state in this loop's grad mode (validate() runs under inference_mode, fit doesn't)
+        self.val_nll.reset()
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, n = self._loss(batch)
         self.val_nll.update(loss, weight=n)

@@ -1,0 +1,403 @@
+"""``PPOModule``: RLHF with PPO and a KL penalty to a frozen reference (manual optimization).
+
+One ``training_step`` is one PPO iteration on a batch of prompts:
+1. rollout (sample responses), 2. score, 3. log-probs and values, 4. per-token rewards and
+advantages, 5. ``ppo_epochs`` x mini-batches x micro-batches of clipped updates, 6. KL control.
+``global_step`` counts optimizer steps: ``ppo_epochs * num_mini_batches`` per iteration.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_rlhf.export import export_pretrained
+from lightning_rlhf.generation import decode_responses, encode_prompts
+from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
+from lightning_rlhf.models.value_head import PolicyWithValueHead
+from lightning_rlhf.optim import Schedule, adamw_with_schedule
+from lightning_rlhf.rewards import (
+    ScoreNormalizer,
+    SentimentClassifierReward,
+    ValidatedReward,
+    import_reward_function,
+)
+from lightning_rlhf.rl.advantages import (
+    compute_gae,
+    explained_variance,
+    masked_mean,
+    masked_whiten,
+    per_token_rewards,
+)
+from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator, kl_estimate
+from lightning_rlhf.rl.logprobs import entropy_from_logits, left_pad_position_ids, logprobs_from_logits
+from lightning_rlhf.rl.losses import ppo_policy_loss, ppo_value_loss
+from lightning_rlhf.rl.masking import ends_with_eos, response_mask_after_stop
+from lightning_rlhf.rl.rollout import Rollout
+from lightning_rlhf.rl.sampling import sample_responses
+
+FROZEN_PREFIXES = ("ref_model.", "reward.")
+
+
+class PPOModule(L.LightningModule):
+    """PPO fine-tuning of a causal LM against a reward, with a KL penalty to a frozen reference.
+
+    Args:
+        policy_name_or_path: Hub id or folder of the policy (the SFT export); ignored with
+            policy_config.
+        policy_config: Config fields of a randomly initialised policy (tests, benchmarks).
+        tokenizer: Tokenizer of the policy; defaults to policy_name_or_path.
+        ref_name_or_path: Frozen reference; defaults to the policy's source. It is reloaded from
+            its source on resume instead of being stored in checkpoints.
+        reward_model: Hub id or folder of a sequence classifier scoring prompt + response.
+        reward_fn: Import path ``pkg.module:function`` of a reward function
+            ``(prompts, responses) -> (b,)``; used instead of reward_model.
+        positive_label: Name of the classifier's positive label in ``id2label``.
+        reward_output: ``logit`` or ``probability`` of the positive label.
+        reward_batch_size: Texts per reward-classifier forward.
+        normalize_scores: Shift and scale scores by mean/std of the first rollout batch.
+        score_clip: Clip (normalised) scores to [-score_clip, score_clip].
+        response_min_tokens: Shortest response; each sample's length is drawn from
+            [response_min_tokens, response_max_tokens] (equal values give a fixed length).
+        response_max_tokens: Longest response (``max_new_tokens``).
+        temperature: Sampling temperature; also divides logits for every log-prob.
+        stop_at_eos: End responses at EOS and mask everything after it.
+        missing_eos_penalty: With stop_at_eos, subtract this from scores of responses without EOS.
+        kl_estimator: ``k1`` (log-ratio) or ``k3``.
+        kl_coef: Initial (or fixed) KL coefficient beta.
+        adaptive_kl: Adapt beta towards kl_target (Ziegler et al. 2019).
+        kl_target: Target KL per sequence, in nats.
+        kl_horizon: Horizon of the adaptive controller, in samples.
+        gamma: Discount.
+        lam: GAE lambda.
+        whiten_rewards: Whiten per-token rewards (keeping their mean) before GAE.
+        ppo_epochs: Passes over each rollout batch.
+        num_mini_batches: Optimizer steps per pass.
+        micro_batch_size: Rows per forward/backward (gradient accumulation); None = whole mini-batch.
+        cliprange: Policy ratio clip.
+        cliprange_value: Value clip.
+        vf_coef: Weight of the value loss.
+        entropy_coef: Weight of the entropy bonus.
+        max_grad_norm: Clip the (unscaled) gradient norm; None to disable.
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warmup, in optimizer steps.
+        lr_schedule: Decay after warmup: constant, linear or cosine.
+        adam_eps: AdamW epsilon.
+        sampling_seed: Seed of the rollout generator (offset by the process rank).
+        init_seed: Seed for random initialisation from policy_config.
+        export_dir: Folder for the policy's ``save_pretrained`` export; default ``<log_dir>/export``.
+    """
+
+    def __init__(
+        self,
+        policy_name_or_path: str | None = "gpt2",
+        policy_config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        ref_name_or_path: str | None = None,
+        reward_model: str | None = "lvwerra/distilbert-imdb",
+        reward_fn: str | None = None,
+        positive_label: str = "POSITIVE",
+        reward_output: Literal["logit", "probability"] = "logit",
+        reward_batch_size: int = 64,
+        normalize_scores: bool = False,
+        score_clip: float | None = None,
+        response_min_tokens: int = 16,
+        response_max_tokens: int = 16,
+        temperature: float = 0.7,
+        stop_at_eos: bool = False,
+        missing_eos_penalty: float | None = None,
+        kl_estimator: KLEstimator = "k1",
+        kl_coef: float = 0.2,
+        adaptive_kl: bool = True,
+        kl_target: float = 6.0,
+        kl_horizon: int = 10000,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        whiten_rewards: bool = False,
+        ppo_epochs: int = 4,
+        num_mini_batches: int = 1,
+        micro_batch_size: int | None = None,
+        cliprange: float = 0.2,
+        cliprange_value: float = 0.2,
+        vf_coef: float = 0.1,
+        entropy_coef: float = 0.0,
+        max_grad_norm: float | None = 1.0,
+        learning_rate: float = 1.41e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        lr_schedule: Schedule = "constant",
+        adam_eps: float = 1e-8,
+        sampling_seed: int = 0,
+        init_seed: int = 0,
+        export_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not 1 <= response_min_tokens <= response_max_tokens:
+            raise ValueError("need 1 <= response_min_tokens <= response_max_tokens")
+        if (reward_model is None) == (reward_fn is None):
+            raise ValueError(
+                "set exactly one of reward_model (a classifier) and reward_fn (an import path)")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.strict_loading = False  # frozen models are not in checkpoints
+        self.tokenizer = load_tokenizer(tokenizer or policy_name_or_path)
+        self.policy = PolicyWithValueHead(load_causal_lm(policy_name_or_path, policy_config, init_seed))
+        self.ref_model = load_causal_lm(ref_name_or_path or policy_name_or_path, policy_config, init_seed)
+        self.ref_model.requires_grad_(False).eval()
+        for model in (self.policy, self.ref_model):
+            disable_dropout(model)
+        if reward_model is not None:
+            self.reward = SentimentClassifierReward(
+                reward_model, positive_label, reward_output, reward_batch_size)
+            self.reward_call = ValidatedReward(self.reward, name=f"classifier '{reward_model}'")
+        else:
+            self.reward = None
+            self.reward_call = ValidatedReward(import_reward_function(reward_fn), name=reward_fn)
+        self.score_norm = ScoreNormalizer(normalize_scores, score_clip)
+        self.kl_ctl = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if adaptive_kl
+                       else FixedKLController(kl_coef))
+        self.generator: torch.Generator | None = None
+        self._pending_generator_state: torch.Tensor | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().state_dict(*args, **kwargs)
+        return {k: v for k, v in state.items() if not k.startswith(FROZEN_PREFIXES)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ppo"] = {
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "generator": self._generator().get_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        missing = [k for k in self.state_dict() if k not in checkpoint["state_dict"]]
+        if "ppo" not in checkpoint or missing:
+            raise ValueError(
+                "this checkpoint was not written by PPOModule (missing: "
+                f"{(['ppo'] if 'ppo' not in checkpoint else []) + missing[:3]}); resume a PPO run "
+                "with its own last.ckpt, or start PPO from an exported SFT folder instead"
+            )
+        self.kl_ctl.load_state_dict(checkpoint["ppo"]["kl_ctl"])
+        self._pending_generator_state = checkpoint["ppo"]["generator"]
+
+    def _generator(self) -> torch.Generator:
+        if self.generator is None or self.generator.device != self.device:
+            self.generator = torch.Generator(device=self.device)
+            self.generator.manual_seed(self.hparams.sampling_seed + self.global_rank)
+        if self._pending_generator_state is not None:
+            self.generator.set_state(self._pending_generator_state.cpu())
+            self._pending_generator_state = None
+        return self.generator
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        context = getattr(self.policy.lm.config, "n_positions", None) or getattr(
+            self.policy.lm.config, "max_position_embeddings", None)
+        prompt_max = getattr(getattr(dm, "hparams", None), "prompt_max_tokens", None)
+        if context and prompt_max and prompt_max + self.hparams.response_max_tokens > context:
+            raise ValueError(
+                f"prompt_max_tokens ({prompt_max}) + response_max_tokens "
+                f"({self.hparams.response_max_tokens}) exceeds the policy's context of {context} "
+                f"positions; shorten prompts or responses"
+            )
+        if dm is not None and hasattr(dm, "tokenizer") and len(dm.tokenizer) != len(self.tokenizer):
+            raise ValueError(
+                f"the data module's tokenizer ({len(dm.tokenizer)} tokens) is not the policy's "
+                f"({len(self.tokenizer)} tokens); set data.tokenizer to the policy's tokenizer"
+            )
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        per_iter = hp.ppo_epochs * hp.num_mini_batches
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(
+            self.trainer.estimated_stepping_batches) * per_iter
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        return adamw_with_schedule(params, hp.learning_rate, hp.weight_decay, hp.warmup_steps, total,
+                                   hp.lr_schedule, eps=hp.adam_eps)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # gradients are unscaled here under AMP (Lightning #18089), so the norm is the real one
+        if self.hparams.max_grad_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm,
+                                gradient_clip_algorithm="norm")
+
+    # -- the PPO iteration -------------------------------------------------------------------
+    def _forward_logprobs(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, responses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs (b, r) of ``responses`` and, for the policy, values (b, r), in micro-batches."""
+        r = responses.shape[1]
+        step = self.hparams.micro_batch_size or input_ids.shape[0]
+        logps, values = [], []
+        for i in range(0, input_ids.shape[0], step):
+            sl = slice(i, i + step)
+            if model is self.policy:
+                logits, v = self.policy(input_ids[sl], mask[sl], r)
+                values.append(v)
+            else:
+                logits = model(input_ids=input_ids[sl], attention_mask=mask[sl],
+                               position_ids=left_pad_position_ids(mask[sl])).logits[:, -r - 1: -1]
+            logps.append(logprobs_from_logits(logits, responses[sl], self.hparams.temperature))
+        return torch.cat(logps), (torch.cat(values) if values else None)
+
+    @torch.no_grad()
+    def rollout(
+        self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict
+    ) -> tuple[Rollout, list[str]]:
+        """Steps 1-4: sample, score, log-probs and values, rewards and advantages."""
+        hp, tok, gen = self.hparams, self.tokenizer, self._generator()
+        eos = tok.eos_token_id if hp.stop_at_eos else None
+        t0 = self._clock()
+        responses = sample_responses(self.policy.lm, queries, query_mask, hp.response_max_tokens,
+                                     hp.temperature, gen, eos, tok.pad_token_id)
+        lengths = None
+        if hp.response_min_tokens < hp.response_max_tokens:
+            lengths = torch.randint(hp.response_min_tokens, hp.response_max_tokens + 1,
+                                    (queries.shape[0],), device=self.device, generator=gen)
+        response_mask = response_mask_after_stop(responses, eos, lengths)
+        responses = responses.masked_fill(response_mask == 0, tok.pad_token_id)
+        t1 = self._clock()
+
+        prompts = decode_responses(tok, queries.masked_fill(query_mask == 0, tok.pad_token_id))
+        texts = decode_responses(tok, responses, response_mask)
+        scores = self.reward_call(prompts, texts).to(self.device)
+        if hp.stop_at_eos and hp.missing_eos_penalty is not None:
+            missing = ~ends_with_eos(responses, response_mask, eos)
+            scores = scores - hp.missing_eos_penalty * missing.float()
+        if self.score_norm.enabled and not self.score_norm.fitted:
+            self.score_norm.fit(self.all_gather(scores).reshape(-1))
+        scores = self.score_norm(scores)
+        t2 = self._clock()
+
+        input_ids = torch.cat([queries, responses], dim=-1)
+        mask = torch.cat([query_mask, response_mask], dim=-1)
+        logprobs, values = self._forward_logprobs(self.policy, input_ids, mask, responses)
+        ref_logprobs, _ = self._forward_logprobs(self.ref_model, input_ids, mask, responses)
+        t3 = self._clock()
+
+        kl = kl_estimate(logprobs, ref_logprobs, hp.kl_estimator) * response_mask
+        rewards = per_token_rewards(scores, kl, self.kl_ctl.value, response_mask)
+        if hp.whiten_rewards:
+            rewards = masked_whiten(rewards, response_mask, shift_mean=False)
+        advantages, returns = compute_gae(rewards, values, response_mask, hp.gamma, hp.lam)
+        advantages = masked_whiten(advantages, response_mask)
+        timings.update({"time/generate": t1 - t0, "time/score": t2 - t1, "time/forward": t3 - t2})
+        batch = Rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs,
+                        values * response_mask, scores, rewards, advantages, returns, kl)
+        return batch, texts
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        timings: dict[str, float] = {}
+        ro, _ = self.rollout(batch["input_ids"], batch["attention_mask"], timings)
+        t0 = self._clock()
+        stats = self.update(ro)
+        timings["time/update"] = self._clock() - t0
+        kl_per_seq = ro.kl.sum(-1)
+        kl_mean = self._global_mean(kl_per_seq)
+        logs = {
+            "reward/mean": (ro.scores - self.kl_ctl.value * kl_per_seq).mean(),
+            "reward/std": (ro.scores - self.kl_ctl.value * kl_per_seq).std(),
+            "reward/score": ro.scores.mean(),
+            "reward/score_std": ro.scores.std(),
+            "objective/kl": kl_per_seq.mean(),
+            "objective/kl_coef": torch.tensor(self.kl_ctl.value),
+            "rollout/response_length": ro.response_mask.sum(-1).float().mean(),
+            "rollout/eos_fraction": ends_with_eos(ro.responses, ro.response_mask,
+                                                  self.tokenizer.eos_token_id).float().mean(),
+            "value/explained_variance": explained_variance(ro.values, ro.returns, ro.response_mask),
+            **stats,
+            **{k: torch.tensor(v) for k, v in timings.items()},
+            "lr": torch.tensor(self.optimizers().optimizer.param_groups[0]["lr"]),
+        }
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=ro.queries.shape[0],
+                      sync_dist=self.trainer.world_size > 1)
+        self.kl_ctl.update(float(kl_mean), ro.queries.shape[0] * self.trainer.world_size)
+
+    def update(self, ro: Rollout) -> dict[str, torch.Tensor]:
+        """Step 5: ``ppo_epochs`` x shuffled mini-batches x gradient-accumulated micro-batches."""
+        hp = self.hparams
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        b, r = ro.responses.shape
+        mini = max(1, b // hp.num_mini_batches)
+        micro = hp.micro_batch_size or mini
+        input_ids, attention_mask = ro.input_ids(), ro.attention_mask()
+        records: dict[str, list[torch.Tensor]] = {}
+        for _ in range(hp.ppo_epochs):
+            order = torch.randperm(b, device=self.device, generator=self._generator())
+            for start in range(0, b, mini):
+                mb = order[start: start + mini]
+                opt.zero_grad()
+                for m0 in range(0, len(mb), micro):
+                    idx = mb[m0: m0 + micro]
+                    mask = ro.response_mask[idx]
+                    logits, vpred = self.policy(input_ids[idx], attention_mask[idx], r)
+                    logprobs = logprobs_from_logits(logits, ro.responses[idx], hp.temperature)
+                    pg = ppo_policy_loss(logprobs, ro.logprobs[idx], ro.advantages[idx], mask,
+                                         hp.cliprange)
+                    vf = ppo_value_loss(vpred, ro.values[idx], ro.returns[idx], mask,
+                                        hp.cliprange_value)
+                    entropy = masked_mean(entropy_from_logits(logits, hp.temperature), mask)
+                    loss = pg.loss + hp.vf_coef * vf.loss - hp.entropy_coef * entropy
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"non-finite PPO loss at optimizer step {self.global_step} (policy "
+                            f"{pg.loss.item()}, value {vf.loss.item()}); lower the learning rate, check "
+                            f"the reward for extreme values, or use bf16-mixed instead of 16-mixed"
+                        )
+                    self.manual_backward(loss * len(idx) / len(mb))
+                    for key, value in (("loss/policy", pg.loss), ("loss/value", vf.loss),
+                                       ("loss/total", loss), ("policy/entropy", entropy),
+                                       ("policy/clipfrac", pg.clip_frac),
+                                       ("policy/approxkl", pg.approx_kl),
+                                       ("policy/ratio_max", pg.ratio_max),
+                                       ("value/clipfrac", vf.clip_frac)):
+                        records.setdefault(key, []).append(value.detach())
+                opt.step()
+                if sched is not None:
+                    sched.step()
+        stats = {k: torch.stack(v).mean() for k, v in records.items()}
+        stats["policy/ratio_max"] = torch.stack(records["policy/ratio_max"]).max()
+        return stats
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _clock(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _global_mean(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total)
+        return total[0] / total[1]
+
+    @torch.no_grad()
+    def sample_rows(
+        self, prompts: list[str], max_new_tokens: int, temperature: float, seed: int
+    ) -> list[dict]:
+        """Rows for the sample table: prompt, response and its (normalised) score."""
+        enc = encode_prompts(self.tokenizer, prompts, self.device)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        eos = self.tokenizer.eos_token_id if self.hparams.stop_at_eos else None
+        responses = sample_responses(self.policy.lm, enc["input_ids"], enc["attention_mask"],
+                                     max_new_tokens, temperature, gen, eos, self.tokenizer.pad_token_id)
+        mask = response_mask_after_stop(responses, eos)
+        texts = decode_responses(self.tokenizer, responses, mask)
+        scores = self.score_norm(self.reward_call(prompts, texts))
+        return [{"prompt": p, "response": t, "reward": float(s)}
+                for p, t, s in zip(prompts, texts, scores.tolist(), strict=True)]
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero:
+            folder = self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "export"
+            path = export_pretrained(self.policy.lm, self.tokenizer, folder)
+            rank_zero_info(f"exported the policy (without value head) and tokenizer to {path}")

@@ -1,0 +1,14 @@
+"""Rewards: callables ``(prompts, responses) -> scores`` of shape (b,)."""
+
+from lightning_rlhf.rewards.base import RewardFunction, ValidatedReward, import_reward_function
+from lightning_rlhf.rewards.normalization import ScoreNormalizer
+from lightning_rlhf.rewards.sentiment import SentimentClassifierReward, find_label_index
+
+__all__ = [
+    "RewardFunction",
+    "ScoreNormalizer",
+    "SentimentClassifierReward",
+    "ValidatedReward",
+    "find_label_index",
+    "import_reward_function",
+]

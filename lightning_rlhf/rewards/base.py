@@ -1,0 +1,69 @@
+"""The reward protocol, user reward functions by import path, and their validation."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+
+class RewardFunction(Protocol):
+    """Scores decoded samples: ``reward(prompts, responses) -> (b,)`` float tensor."""
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor | Sequence[float]: ...
+
+
+def import_reward_function(path: str) -> Callable:
+    """Resolve ``package.module:function`` (or ``package.module.function``)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"reward function '{path}' is not an import path like 'my_pkg.rewards:score'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ImportError(
+            f"cannot import module '{module_name}' of reward function '{path}': {err}. "
+            f"Is the package installed or on PYTHONPATH?"
+        ) from err
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ImportError(f"'{module_name}' has no callable '{attr}' (reward function '{path}')")
+    return fn
+
+
+class ValidatedReward:
+    """Wrap a reward callable and check every result: one finite float per sample.
+
+    A wrong shape or a NaN raises with the function's name instead of silently training on it.
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        out = self.fn(prompts, responses)
+        try:
+            scores = torch.as_tensor(out, dtype=torch.float32)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"reward function '{self.name}' returned {type(out).__name__}; return a float "
+                f"tensor or list with one score per sample"
+            ) from err
+        if scores.shape != (len(prompts),):
+            raise ValueError(
+                f"reward function '{self.name}' returned shape {tuple(scores.shape)} for "
+                f"{len(prompts)} samples; it must return one score per sample, shape ({len(prompts)},)"
+            )
+        bad = ~torch.isfinite(scores)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(
+                f"reward function '{self.name}' returned a non-finite score ({scores[i].item()}) for "
+                f"sample {i}: prompt={prompts[i]!r} response={responses[i]!r}"
+            )
+        return scores

@@ -1,0 +1,83 @@
+"""``SentimentClassifierReward``: the positive-label logit of any sequence classifier."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from lightning_rlhf.models.loading import disable_dropout, load_sequence_classifier, load_tokenizer
+
+
+def find_label_index(id2label: dict, positive_label: str) -> int:
+    """Index of ``positive_label`` in ``id2label``, matched by name (case-insensitive).
+
+    Never guess an index: TRL users trained towards the wrong sentiment for weeks after a
+    pipeline changed label order (see the reference notes).
+    """
+    for index, label in id2label.items():
+        if str(label).lower() == positive_label.lower():
+            return int(index)
+    raise ValueError(
+        f"the reward classifier has no label '{positive_label}'; its labels are "
+        f"{sorted(map(str, id2label.values()))}. Set positive_label to the positive one."
+    )
+
+
+class SentimentClassifierReward(torch.nn.Module):
+    """Score prompt + response text with a classifier and its own tokenizer.
+
+    Runs batched, without grad, in eval mode, on whatever device the module is on.
+
+    Args:
+        model_name_or_path: Hub id or folder of an ``AutoModelForSequenceClassification``.
+        positive_label: Name of the positive label in the classifier's ``id2label``.
+        output: ``logit`` (the positive label's logit) or ``probability`` (its softmax).
+        batch_size: Texts per classifier forward.
+        max_length: Truncation length; default the classifier's context.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = "lvwerra/distilbert-imdb",
+        positive_label: str = "POSITIVE",
+        output: Literal["logit", "probability"] = "logit",
+        batch_size: int = 64,
+        max_length: int | None = None,
+    ) -> None:
+        super().__init__()
+        if output not in ("logit", "probability"):
+            raise ValueError(f"output must be 'logit' or 'probability', not '{output}'")
+        self.tokenizer = load_tokenizer(model_name_or_path)
+        self.model = load_sequence_classifier(model_name_or_path).eval()
+        self.model.requires_grad_(False)
+        disable_dropout(self.model)
+        self.positive_index = find_label_index(self.model.config.id2label, positive_label)
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        context = getattr(self.model.config, "max_position_embeddings", None) or getattr(
+            self.model.config, "n_positions", 512)
+        self.max_length = min(max_length or context, context)
+        self.output = output
+        self.batch_size = batch_size
+
+    def train(self, mode: bool = True) -> SentimentClassifierReward:
+        return super().train(False)  # frozen: always eval
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Returns (b,) float32 scores on the classifier's device."""
+        texts = [p + r for p, r in zip(prompts, responses, strict=True)]
+        device = next(self.model.parameters()).device
+        scores = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(
+                texts[start: start + self.batch_size], padding=True, truncation=True,
+                max_length=self.max_length, return_tensors="pt",
+            ).to(device)
+            logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+            logits = logits.float()
+            if self.output == "probability":
+                logits = torch.softmax(logits, dim=-1)
+            scores.append(logits[:, self.positive_index])
+        return torch.cat(scores)

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+from tb_events import read_events
+from transformers import pipeline
+
+from lightning_rlhf.cli import build_cli
+
+
+def _ppo_config(tmp_path: Path, tiny_gpt2: dict, tokenizer_dir: str, imdb_dir: str, reward_dir: str) -> Path:
+    config = {
+        "seed_everything": 3,
+        "trainer": {
+            "accelerator": "cpu", "max_steps": 3, "log_every_n_steps": 1,
+            "enable_progress_bar": False, "enable_model_summary": False,
+            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                       "init_args": {"save_dir": str(tmp_path / "logs"), "name": "ppo"}},
+            "callbacks": [{"class_path": "lightning_rlhf.callbacks.SampleTableLogger",
+                           "init_args": {"max_new_tokens": 4, "prompts": ["the movie", "a"],
+                                         "every_n_train_steps": 1, "on_validation": False}}],
+        },
+        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": {
+            "policy_name_or_path": None, "policy_config": tiny_gpt2, "tokenizer": tokenizer_dir,
+            "reward_model": reward_dir, "response_min_tokens": 3, "response_max_tokens": 5,
+            "ppo_epochs": 1, "learning_rate": 1e-3, "export_dir": str(tmp_path / "export")}},
+        "checkpoint": {"dirpath": str(tmp_path / "ckpt")},
+        "data": {"data_path": imdb_dir, "tokenizer": tokenizer_dir, "shape": "prompts",
+                 "batch_size": 4, "val_size": 20, "min_review_chars": 50},
+    }
+    path = tmp_path / "ppo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_ppo_cli_logs_resumes_and_exports(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, tiny_classifier_dir):
+    reward_dir = tiny_classifier_dir({0: "NEGATIVE", 1: "POSITIVE"})
+    config = _ppo_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
+    cli = build_cli(["fit", "--config", str(config)])
+    assert cli.trainer.global_step == 3
+    scalars, texts = read_events(cli.trainer.log_dir)
+    for tag in ("reward/mean", "reward/std", "reward/score", "objective/kl", "objective/kl_coef",
+                "policy/entropy", "policy/clipfrac", "policy/approxkl", "loss/value", "value/clipfrac",
+                "value/explained_variance", "rollout/response_length", "rollout/eos_fraction",
+                "time/generate", "time/score", "time/forward", "time/update"):
+        assert len(scalars[tag]) == 3, tag
+    assert "| prompt | response | reward |" in texts["samples/text_summary"][0]
+
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert not any(k.startswith(("ref_model.", "reward.")) for k in ckpt["state_dict"])
+    kl_coef = ckpt["ppo"]["kl_ctl"]["value"]
+    assert kl_coef != 0.2, "the adaptive controller moved and its state is saved"
+
+    resumed = build_cli(["fit", "--config", str(config), "--trainer.max_steps", "5",
+                         "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt")])
+    assert resumed.trainer.global_step == 5
+    first_kl_logged = min(read_events(resumed.trainer.log_dir)[0]["objective/kl_coef"])
+    assert first_kl_logged[0] >= 3 and abs(first_kl_logged[1] - kl_coef) < 1e-6
+    gen = pipeline("text-generation", model=str(tmp_path / "export"))
+    assert gen("the movie", max_new_tokens=3)[0]["generated_text"].startswith("the movie")
+    exported = load_file(tmp_path / "export" / "model.safetensors")
+    assert exported and not any("value_head" in k for k in exported)

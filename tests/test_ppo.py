@@ -1,0 +1,108 @@
+import lightning as L
+import pytest
+import torch
+
+import lightning_rlhf.modules.ppo as ppo_mod
+from lightning_rlhf.data import IMDBDataModule
+from lightning_rlhf.modules import PPOModule
+from lightning_rlhf.rl.logprobs import logprobs_from_logits
+
+
+def e_fraction(prompts, responses):
+    """Rule-based reward: share of the response's characters that are the letter 'e'."""
+    return [r.count("e") / max(1, len(r)) for r in responses]
+
+
+def char_count(prompts, responses):
+    """A reward that varies from sample to sample at random init."""
+    return [len(r) / 10 for r in responses]
+
+
+def make_ppo(tiny_gpt2, tokenizer_dir, **kw) -> PPOModule:
+    args = dict(policy_name_or_path=None, policy_config=tiny_gpt2, tokenizer=tokenizer_dir,
+                reward_model=None, reward_fn="test_ppo:e_fraction", response_min_tokens=6,
+                response_max_tokens=6, ppo_epochs=1, learning_rate=1e-3)
+    args.update(kw)
+    return PPOModule(**args)
+
+
+def make_dm(imdb_dir, tokenizer_dir, batch_size=8) -> IMDBDataModule:
+    return IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="prompts",
+                          batch_size=batch_size, val_size=20, min_review_chars=50,
+                          prompt_min_tokens=2, prompt_max_tokens=5)
+
+
+def test_logprobs_with_left_padding_equal_unpadded(tiny_gpt2, tokenizer_dir):
+    module = make_ppo(tiny_gpt2, tokenizer_dir)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])  # 3 query + 3 response tokens
+    padded = torch.cat([torch.full((1, 4), 1), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 4, dtype=torch.long), torch.ones_like(ids)], dim=1)
+    logits_a, values_a = module.policy(ids, torch.ones_like(ids), 3)
+    logits_b, values_b = module.policy(padded, mask, 3)
+    resp = ids[:, 3:]
+    torch.testing.assert_close(logprobs_from_logits(logits_a, resp, 0.7),
+                               logprobs_from_logits(logits_b, resp, 0.7), atol=1e-5, rtol=0)
+    torch.testing.assert_close(values_a, values_b, atol=1e-5, rtol=0)
+    assert values_a.abs().max() == 0, "value head starts at zero"
+
+
+def test_frozen_models_are_not_checkpointed(tiny_gpt2, tokenizer_dir, tiny_classifier_dir):
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn=None,
+                      reward_model=tiny_classifier_dir({0: "NEGATIVE", 1: "POSITIVE"}))
+    keys = module.state_dict().keys()
+    assert any(k.startswith("policy.value_head") for k in keys)
+    assert not any(k.startswith(("ref_model.", "reward.")) for k in keys)
+    assert not any(p.requires_grad for p in module.ref_model.parameters())
+
+
+def test_first_minibatch_ratio_is_one(tiny_gpt2, tokenizer_dir, imdb_dir, monkeypatch):
+    seen = []
+    original = ppo_mod.ppo_policy_loss
+
+    def spy(logprobs, old_logprobs, *args, **kwargs):
+        seen.append((logprobs - old_logprobs).detach())
+        return original(logprobs, old_logprobs, *args, **kwargs)
+
+    monkeypatch.setattr(ppo_mod, "ppo_policy_loss", spy)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, ppo_epochs=2, num_mini_batches=2,
+                      reward_fn="test_ppo:char_count")
+    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
+    assert trainer.global_step == 4  # ppo_epochs x num_mini_batches optimizer steps per batch
+    assert seen[0].abs().max().item() < 1e-6, "nothing has changed before the first step"
+    assert seen[1].abs().max().item() > 1e-6, "the second mini-batch sees the updated policy"
+
+
+def test_ppo_learns_a_rule_based_reward(tiny_gpt2, tokenizer_dir, imdb_dir):
+    L.seed_everything(0)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, learning_rate=3e-3, ppo_epochs=2, kl_coef=0.01,
+                      adaptive_kl=False, temperature=1.0, sampling_seed=1)
+    scores, kls = [], []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            scores.append(trainer.callback_metrics["reward/score"].item())
+            kls.append(trainer.callback_metrics["objective/kl"].item())
+
+    trainer = L.Trainer(max_steps=2 * 30, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer.fit(module, make_dm(imdb_dir, tokenizer_dir, batch_size=16))
+    first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
+    print(f"score {first:.3f} -> {last:.3f}; kl {kls[0]:.3f} -> {kls[-1]:.3f}")
+    assert last > first + 0.2, (first, last)
+    assert all(torch.isfinite(torch.tensor(kls)))
+
+
+def test_bad_reward_configuration(tiny_gpt2, tokenizer_dir):
+    with pytest.raises(ValueError, match="exactly one of reward_model"):
+        make_ppo(tiny_gpt2, tokenizer_dir, reward_fn=None)
+    with pytest.raises(ImportError, match="cannot import module"):
+        make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="nowhere.at_all:fn")
+
+
+def test_response_longer_than_context_is_rejected(tiny_gpt2, tokenizer_dir, imdb_dir):
+    module = make_ppo(tiny_gpt2, tokenizer_dir, response_min_tokens=60, response_max_tokens=62)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"exceeds the policy's context of 64"):
+        trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
