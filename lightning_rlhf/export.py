@@ -8,6 +8,13 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
+def default_export_folder(trainer, export_dir: str | None) -> Path:
+    """``export_dir`` if set, else ``export/`` inside the run's log dir (or its root dir)."""
+    if export_dir:
+        return Path(export_dir)
+    return Path(trainer.log_dir or trainer.default_root_dir) / "export"
+
+
 def export_pretrained(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | Path
 ) -> Path:

@@ -55,7 +55,7 @@ def test_frozen_models_are_not_checkpointed(tiny_gpt2, tokenizer_dir, tiny_class
     assert not any(p.requires_grad for p in module.ref_model.parameters())
 
 
-def test_first_minibatch_ratio_is_one(tiny_gpt2, tokenizer_dir, imdb_dir, monkeypatch):
+def test_first_minibatch_ratio_is_one(tiny_gpt2, tokenizer_dir, imdb_dir, monkeypatch, tmp_path):
     seen = []
     original = ppo_mod.ppo_policy_loss
 
@@ -66,7 +66,7 @@ def test_first_minibatch_ratio_is_one(tiny_gpt2, tokenizer_dir, imdb_dir, monkey
     monkeypatch.setattr(ppo_mod, "ppo_policy_loss", spy)
     module = make_ppo(tiny_gpt2, tokenizer_dir, ppo_epochs=2, num_mini_batches=2,
                       reward_fn="test_ppo:char_count")
-    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
     assert trainer.global_step == 4  # ppo_epochs x num_mini_batches optimizer steps per batch
@@ -74,7 +74,7 @@ def test_first_minibatch_ratio_is_one(tiny_gpt2, tokenizer_dir, imdb_dir, monkey
     assert seen[1].abs().max().item() > 1e-6, "the second mini-batch sees the updated policy"
 
 
-def test_ppo_learns_a_rule_based_reward(tiny_gpt2, tokenizer_dir, imdb_dir):
+def test_ppo_learns_a_rule_based_reward(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
     L.seed_everything(0)
     module = make_ppo(tiny_gpt2, tokenizer_dir, learning_rate=3e-3, ppo_epochs=2, kl_coef=0.01,
                       adaptive_kl=False, temperature=1.0, sampling_seed=1)
@@ -85,7 +85,7 @@ def test_ppo_learns_a_rule_based_reward(tiny_gpt2, tokenizer_dir, imdb_dir):
             scores.append(trainer.callback_metrics["reward/score"].item())
             kls.append(trainer.callback_metrics["objective/kl"].item())
 
-    trainer = L.Trainer(max_steps=2 * 30, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_steps=2 * 30, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
     trainer.fit(module, make_dm(imdb_dir, tokenizer_dir, batch_size=16))
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5

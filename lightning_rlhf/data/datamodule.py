@@ -7,10 +7,10 @@ from typing import Literal
 import datasets
 import lightning as L
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from lightning_rlhf.data.collate import ClassificationCollator, LeftPadCollator, LMBlockCollator
+from lightning_rlhf.data.resumable import EpochShuffleSampler, ResumableDataLoader
 from lightning_rlhf.data.sources import load_reviews
 from lightning_rlhf.models.loading import load_tokenizer
 
@@ -148,16 +148,17 @@ class IMDBDataModule(L.LightningDataModule):
                 f"the data source '{self.hparams.data_path}' has no {split} split; "
                 f"add {split}* files next to the train files"
             )
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(
-            self.splits[split].with_format(columns=self._columns()),
-            batch_size=self.hparams.batch_size,
-            shuffle=train,
-            drop_last=train and self.hparams.shape == "prompts",
-            collate_fn=self._collate(),
-            num_workers=self.hparams.num_workers,
-            generator=generator if train else None,
-        )
+        dataset = self.splits[split].with_format(columns=self._columns())
+        common = dict(batch_size=self.hparams.batch_size, collate_fn=self._collate(),
+                      num_workers=self.hparams.num_workers)
+        if not train:
+            return DataLoader(dataset, shuffle=False, **common)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = EpochShuffleSampler(dataset, world, rank, shuffle=True, seed=self.hparams.seed)
+        consumed = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.ready) if trainer else None
+        return ResumableDataLoader(dataset, sampler=sampler, consumed=consumed,
+                                   drop_last=self.hparams.shape == "prompts", **common)
 
     def _columns(self) -> list[str]:
         return ["input_ids", "label"] if self.hparams.shape == "classification" else ["input_ids"]

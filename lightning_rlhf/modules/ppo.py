@@ -9,7 +9,6 @@ advantages, 5. ``ppo_epochs`` x mini-batches x micro-batches of clipped updates,
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -17,7 +16,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_rlhf.export import export_pretrained
+from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.generation import decode_responses, encode_prompts
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_rlhf.models.value_head import PolicyWithValueHead
@@ -398,6 +397,6 @@ class PPOModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
-            folder = self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "export"
+            folder = default_export_folder(self.trainer, self.hparams.export_dir)
             path = export_pretrained(self.policy.lm, self.tokenizer, folder)
             rank_zero_info(f"exported the policy (without value head) and tokenizer to {path}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
-from lightning_rlhf.export import export_pretrained
+from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.models.loading import load_sequence_classifier, load_tokenizer
 from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
 
@@ -109,6 +108,6 @@ class RewardModelModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
-            folder = self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "export"
+            folder = default_export_folder(self.trainer, self.hparams.export_dir)
             path = export_pretrained(self.model, self.tokenizer, folder)
             rank_zero_info(f"exported classifier and tokenizer to {path}")

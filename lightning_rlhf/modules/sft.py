@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -10,7 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
-from lightning_rlhf.export import export_pretrained
+from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
 from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
@@ -97,6 +96,22 @@ class SFTModule(L.LightningModule):
         self.val_nll.reset()
         self.log_dict({"val/loss": nll, "val/ppl": torch.exp(nll)}, prog_bar=True)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # dropout draws from the global RNG; Lightning does not checkpoint it
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_rng = checkpoint.get("rng")
+
+    def on_train_start(self) -> None:
+        rng, self._pending_rng = getattr(self, "_pending_rng", None), None
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         return adamw_with_schedule(
@@ -111,12 +126,8 @@ class SFTModule(L.LightningModule):
         texts = generate_texts(self.model, self.tokenizer, prompts, max_new_tokens, temperature, seed)
         return [{"prompt": p, "continuation": t} for p, t in zip(prompts, texts, strict=True)]
 
-    def export_folder(self) -> Path:
-        if self.hparams.export_dir:
-            return Path(self.hparams.export_dir)
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "export"
-
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
-            path = export_pretrained(self.model, self.tokenizer, self.export_folder())
+            path = export_pretrained(
+                self.model, self.tokenizer, default_export_folder(self.trainer, self.hparams.export_dir))
             rank_zero_info(f"exported model and tokenizer to {path}")

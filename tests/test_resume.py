@@ -1,0 +1,82 @@
+"""Stopping after N steps and resuming for N more equals 2N steps straight."""
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from test_ppo import make_dm, make_ppo
+
+from lightning_rlhf.data import IMDBDataModule
+from lightning_rlhf.modules import SFTModule
+
+
+class RecordMetric(L.Callback):
+    def __init__(self, key: str) -> None:
+        self.key, self.values = key, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.values.append(trainer.callback_metrics[self.key].item())
+
+
+def _trainer(tmp_path, steps, record, every=None, **kw):
+    # a step checkpoint is taken mid-epoch; one written at an epoch's end resumes at the next epoch
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=every)
+    return L.Trainer(max_steps=steps, logger=False, callbacks=[ckpt, record], enable_progress_bar=False,
+                     default_root_dir=tmp_path,
+                     enable_model_summary=False, num_sanity_val_steps=0, **kw)
+
+
+def _assert_same_training_state(a: L.LightningModule, b: L.LightningModule, opt_a, opt_b):
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6, msg=name)
+    sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        for field in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(sa[k][field], sb[k][field], rtol=0, atol=1e-6)
+
+
+def test_ppo_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
+    kw = dict(ppo_epochs=2, num_mini_batches=2, response_min_tokens=3, response_max_tokens=6,
+              reward_fn="test_ppo:char_count")
+    n = 3 * 4  # 3 iterations of 4 optimizer steps
+    straight_rec = RecordMetric("reward/score")
+    straight = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
+    t_straight = _trainer(tmp_path / "a", 2 * n, straight_rec, every=n)
+    t_straight.fit(straight, make_dm(imdb_dir, tokenizer_dir))
+
+    first_rec = RecordMetric("reward/score")
+    _trainer(tmp_path / "b", n, first_rec, every=n).fit(make_ppo(tiny_gpt2, tokenizer_dir, **kw),
+                                               make_dm(imdb_dir, tokenizer_dir))
+    resumed_rec = RecordMetric("reward/score")
+    resumed = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
+    t_resumed = _trainer(tmp_path / "b", 2 * n, resumed_rec, every=n)
+    t_resumed.fit(resumed, make_dm(imdb_dir, tokenizer_dir), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+
+    assert t_resumed.global_step == 2 * n
+    assert first_rec.values + resumed_rec.values == straight_rec.values
+    assert resumed.kl_ctl.value == straight.kl_ctl.value != 0.2
+    _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
+    assert t_resumed.lr_scheduler_configs[0].scheduler.last_epoch == 2 * n
+
+
+def test_sft_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
+    def parts():
+        L.seed_everything(5)
+        dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="lm", block_size=16,
+                            batch_size=4, val_size=20)
+        return SFTModule(model_name_or_path=None, model_config=tiny_gpt2, tokenizer=tokenizer_dir,
+                         learning_rate=1e-3, warmup_steps=2, lr_schedule="constant"), dm  # dropout on
+
+    straight_rec = RecordMetric("train/loss")
+    straight, dm = parts()
+    t_straight = _trainer(tmp_path / "a", 10, straight_rec, every=5, limit_val_batches=0)
+    t_straight.fit(straight, dm)
+    first_rec = RecordMetric("train/loss")
+    _trainer(tmp_path / "b", 5, first_rec, every=5, limit_val_batches=0).fit(*parts())
+    resumed_rec = RecordMetric("train/loss")
+    resumed, dm = parts()
+    torch.manual_seed(123)  # a different global RNG must not matter
+    t_resumed = _trainer(tmp_path / "b", 10, resumed_rec, every=5, limit_val_batches=0)
+    t_resumed.fit(resumed, dm, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert first_rec.values + resumed_rec.values == straight_rec.values
+    _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
