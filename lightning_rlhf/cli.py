@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-import lightning_rlhf.callbacks  # noqa: F401  (registers callback short names)
 import lightning_rlhf.modules  # noqa: F401  (registers SFTModule, ... for --model=Name)
+from lightning_rlhf.callbacks import InterruptCheckpoint
 from lightning_rlhf.data import IMDBDataModule
 
 
 class RLHFCLI(LightningCLI):
-    """Adds a configurable ``checkpoint`` group (ModelCheckpoint keeping last + best)."""
+    """Adds ``checkpoint`` (ModelCheckpoint keeping last + best) and ``interrupt_checkpoint``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
 
 
@@ -42,8 +47,15 @@ def build_cli(args: ArgsType = None, run: bool = True) -> RLHFCLI:
 
 
 def cli_main(args: ArgsType = None) -> None:
-    """Entry point of ``lightning-rlhf``; ``args`` lets tests call it in-process."""
-    build_cli(args)
+    """Entry point of ``lightning-rlhf``; ``args`` lets tests call it in-process.
+
+    Lightning ends a SIGTERM-ed run with exit status 0; we exit 143 (128 + SIGTERM) so that
+    schedulers and scripts see that the run did not finish.
+    """
+    try:
+        build_cli(args)
+    except SIGTERMException:
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

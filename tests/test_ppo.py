@@ -57,13 +57,13 @@ def test_frozen_models_are_not_checkpointed(tiny_gpt2, tokenizer_dir, tiny_class
 
 def test_first_minibatch_ratio_is_one(tiny_gpt2, tokenizer_dir, imdb_dir, monkeypatch, tmp_path):
     seen = []
-    original = ppo_mod.ppo_policy_loss
+    original = ppo_mod.ppo_loss
 
-    def spy(logprobs, old_logprobs, *args, **kwargs):
+    def spy(logprobs, entropy, values, old_logprobs, *args):
         seen.append((logprobs - old_logprobs).detach())
-        return original(logprobs, old_logprobs, *args, **kwargs)
+        return original(logprobs, entropy, values, old_logprobs, *args)
 
-    monkeypatch.setattr(ppo_mod, "ppo_policy_loss", spy)
+    monkeypatch.setattr(ppo_mod, "ppo_loss", spy)
     module = make_ppo(tiny_gpt2, tokenizer_dir, ppo_epochs=2, num_mini_batches=2,
                       reward_fn="test_ppo:char_count")
     trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,

@@ -1,3 +1,4 @@
+from lightning_rlhf.callbacks.interrupt import InterruptCheckpoint
 from lightning_rlhf.callbacks.samples import SampleTableLogger
 
-__all__ = ["SampleTableLogger"]
+__all__ = ["InterruptCheckpoint", "SampleTableLogger"]

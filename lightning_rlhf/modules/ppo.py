@@ -13,30 +13,21 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_rlhf.distributed import all_ranks_true, global_mean
 from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.generation import decode_responses, encode_prompts
+from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_rlhf.models.value_head import PolicyWithValueHead
 from lightning_rlhf.optim import Schedule, adamw_with_schedule
-from lightning_rlhf.rewards import (
-    ScoreNormalizer,
-    SentimentClassifierReward,
-    ValidatedReward,
-    import_reward_function,
-)
-from lightning_rlhf.rl.advantages import (
-    compute_gae,
-    explained_variance,
-    masked_mean,
-    masked_whiten,
-    per_token_rewards,
-)
-from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator, kl_estimate
+from lightning_rlhf.rewards import ScoreNormalizer, build_reward
+from lightning_rlhf.rl.advantages import explained_variance
+from lightning_rlhf.rl.experience import build_rollout
+from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
 from lightning_rlhf.rl.logprobs import entropy_from_logits, left_pad_position_ids, logprobs_from_logits
-from lightning_rlhf.rl.losses import ppo_policy_loss, ppo_value_loss
+from lightning_rlhf.rl.losses import PPOLoss, ppo_loss
 from lightning_rlhf.rl.masking import ends_with_eos, response_mask_after_stop
 from lightning_rlhf.rl.rollout import Rollout
 from lightning_rlhf.rl.sampling import sample_responses
@@ -84,6 +75,9 @@ class PPOModule(L.LightningModule):
         vf_coef: Weight of the value loss.
         entropy_coef: Weight of the entropy bonus.
         max_grad_norm: Clip the (unscaled) gradient norm; None to disable.
+        ratio_threshold: Skip a mini-batch whose mean policy/old ratio exceeds this (TRL's
+            ``ratio_threshold``).
+        max_bad_steps: Stop with an error after this many consecutive non-finite steps.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: Linear warmup, in optimizer steps.
@@ -128,6 +122,8 @@ class PPOModule(L.LightningModule):
         vf_coef: float = 0.1,
         entropy_coef: float = 0.0,
         max_grad_norm: float | None = 1.0,
+        ratio_threshold: float = 10.0,
+        max_bad_steps: int = 5,
         learning_rate: float = 1.41e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -152,16 +148,13 @@ class PPOModule(L.LightningModule):
         self.ref_model.requires_grad_(False).eval()
         for model in (self.policy, self.ref_model):
             disable_dropout(model)
-        if reward_model is not None:
-            self.reward = SentimentClassifierReward(
-                reward_model, positive_label, reward_output, reward_batch_size)
-            self.reward_call = ValidatedReward(self.reward, name=f"classifier '{reward_model}'")
-        else:
-            self.reward = None
-            self.reward_call = ValidatedReward(import_reward_function(reward_fn), name=reward_fn)
+        self.reward, self.reward_call = build_reward(reward_model, reward_fn, positive_label,
+                                                     reward_output, reward_batch_size)
         self.score_norm = ScoreNormalizer(normalize_scores, score_clip)
         self.kl_ctl = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if adaptive_kl
                        else FixedKLController(kl_coef))
+        self.guard = NonFiniteGuard(max_bad_steps)
+        self.ratio_skips = 0
         self.generator: torch.Generator | None = None
         self._pending_generator_state: torch.Tensor | None = None
 
@@ -173,6 +166,8 @@ class PPOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ppo"] = {
             "kl_ctl": self.kl_ctl.state_dict(),
+            "guard": self.guard.state_dict(),
+            "ratio_skips": self.ratio_skips,
             "generator": self._generator().get_state(),
         }
 
@@ -185,6 +180,8 @@ class PPOModule(L.LightningModule):
                 "with its own last.ckpt, or start PPO from an exported SFT folder instead"
             )
         self.kl_ctl.load_state_dict(checkpoint["ppo"]["kl_ctl"])
+        self.guard.load_state_dict(checkpoint["ppo"]["guard"])
+        self.ratio_skips = checkpoint["ppo"]["ratio_skips"]
         self._pending_generator_state = checkpoint["ppo"]["generator"]
 
     def _generator(self) -> torch.Generator:
@@ -249,9 +246,7 @@ class PPOModule(L.LightningModule):
         return torch.cat(logps), (torch.cat(values) if values else None)
 
     @torch.no_grad()
-    def rollout(
-        self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict
-    ) -> tuple[Rollout, list[str]]:
+    def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict) -> Rollout:
         """Steps 1-4: sample, score, log-probs and values, rewards and advantages."""
         hp, tok, gen = self.hparams, self.tokenizer, self._generator()
         eos = tok.eos_token_id if hp.stop_at_eos else None
@@ -282,29 +277,27 @@ class PPOModule(L.LightningModule):
         logprobs, values = self._forward_logprobs(self.policy, input_ids, mask, responses)
         ref_logprobs, _ = self._forward_logprobs(self.ref_model, input_ids, mask, responses)
         t3 = self._clock()
-
-        kl = kl_estimate(logprobs, ref_logprobs, hp.kl_estimator) * response_mask
-        rewards = per_token_rewards(scores, kl, self.kl_ctl.value, response_mask)
-        if hp.whiten_rewards:
-            rewards = masked_whiten(rewards, response_mask, shift_mean=False)
-        advantages, returns = compute_gae(rewards, values, response_mask, hp.gamma, hp.lam)
-        advantages = masked_whiten(advantages, response_mask)
         timings.update({"time/generate": t1 - t0, "time/score": t2 - t1, "time/forward": t3 - t2})
-        batch = Rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs,
-                        values * response_mask, scores, rewards, advantages, returns, kl)
-        return batch, texts
+        return build_rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs,
+                             values, scores, self.kl_ctl.value, hp.kl_estimator, hp.gamma, hp.lam,
+                             hp.whiten_rewards)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         timings: dict[str, float] = {}
-        ro, _ = self.rollout(batch["input_ids"], batch["attention_mask"], timings)
+        ro = self.rollout(batch["input_ids"], batch["attention_mask"], timings)
+        finite = all(bool(torch.isfinite(x).all()) for x in (ro.scores, ro.kl, ro.values))
+        if not all_ranks_true(finite, self.device):
+            self.guard.bad(self.global_step, "non-finite score, KL or value in the rollout")
+            self.log("guard/skipped_steps", float(self.guard.skipped))
+            return
         t0 = self._clock()
         stats = self.update(ro)
         timings["time/update"] = self._clock() - t0
         kl_per_seq = ro.kl.sum(-1)
-        kl_mean = self._global_mean(kl_per_seq)
+        rlhf_reward = ro.scores - self.kl_ctl.value * kl_per_seq
         logs = {
-            "reward/mean": (ro.scores - self.kl_ctl.value * kl_per_seq).mean(),
-            "reward/std": (ro.scores - self.kl_ctl.value * kl_per_seq).std(),
+            "reward/mean": rlhf_reward.mean(),
+            "reward/std": rlhf_reward.std(),
             "reward/score": ro.scores.mean(),
             "reward/score_std": ro.scores.std(),
             "objective/kl": kl_per_seq.mean(),
@@ -313,16 +306,23 @@ class PPOModule(L.LightningModule):
             "rollout/eos_fraction": ends_with_eos(ro.responses, ro.response_mask,
                                                   self.tokenizer.eos_token_id).float().mean(),
             "value/explained_variance": explained_variance(ro.values, ro.returns, ro.response_mask),
+            "guard/skipped_steps": torch.tensor(float(self.guard.skipped)),
+            "guard/ratio_skips": torch.tensor(float(self.ratio_skips)),
+            "lr": torch.tensor(self.optimizers().optimizer.param_groups[0]["lr"]),
             **stats,
             **{k: torch.tensor(v) for k, v in timings.items()},
-            "lr": torch.tensor(self.optimizers().optimizer.param_groups[0]["lr"]),
         }
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=ro.queries.shape[0],
                       sync_dist=self.trainer.world_size > 1)
-        self.kl_ctl.update(float(kl_mean), ro.queries.shape[0] * self.trainer.world_size)
+        n_samples = ro.queries.shape[0] * self.trainer.world_size
+        self.kl_ctl.update(float(global_mean(kl_per_seq)), n_samples)
 
     def update(self, ro: Rollout) -> dict[str, torch.Tensor]:
-        """Step 5: ``ppo_epochs`` x shuffled mini-batches x gradient-accumulated micro-batches."""
+        """Step 5: ``ppo_epochs`` x shuffled mini-batches x gradient-accumulated micro-batches.
+
+        A mini-batch whose loss is not finite, or whose mean policy ratio exceeds
+        ``ratio_threshold``, is skipped (no optimizer step) and counted.
+        """
         hp = self.hparams
         opt, sched = self.optimizers(), self.lr_schedulers()
         b, r = ro.responses.shape
@@ -330,54 +330,62 @@ class PPOModule(L.LightningModule):
         micro = hp.micro_batch_size or mini
         input_ids, attention_mask = ro.input_ids(), ro.attention_mask()
         records: dict[str, list[torch.Tensor]] = {}
+        any_step = False
         for _ in range(hp.ppo_epochs):
             order = torch.randperm(b, device=self.device, generator=self._generator())
             for start in range(0, b, mini):
                 mb = order[start: start + mini]
                 opt.zero_grad()
+                ratios, finite = [], True
                 for m0 in range(0, len(mb), micro):
                     idx = mb[m0: m0 + micro]
-                    mask = ro.response_mask[idx]
                     logits, vpred = self.policy(input_ids[idx], attention_mask[idx], r)
-                    logprobs = logprobs_from_logits(logits, ro.responses[idx], hp.temperature)
-                    pg = ppo_policy_loss(logprobs, ro.logprobs[idx], ro.advantages[idx], mask,
-                                         hp.cliprange)
-                    vf = ppo_value_loss(vpred, ro.values[idx], ro.returns[idx], mask,
-                                        hp.cliprange_value)
-                    entropy = masked_mean(entropy_from_logits(logits, hp.temperature), mask)
-                    loss = pg.loss + hp.vf_coef * vf.loss - hp.entropy_coef * entropy
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"non-finite PPO loss at optimizer step {self.global_step} (policy "
-                            f"{pg.loss.item()}, value {vf.loss.item()}); lower the learning rate, check "
-                            f"the reward for extreme values, or use bf16-mixed instead of 16-mixed"
-                        )
-                    self.manual_backward(loss * len(idx) / len(mb))
-                    for key, value in (("loss/policy", pg.loss), ("loss/value", vf.loss),
-                                       ("loss/total", loss), ("policy/entropy", entropy),
-                                       ("policy/clipfrac", pg.clip_frac),
-                                       ("policy/approxkl", pg.approx_kl),
-                                       ("policy/ratio_max", pg.ratio_max),
-                                       ("value/clipfrac", vf.clip_frac)):
-                        records.setdefault(key, []).append(value.detach())
+                    out = ppo_loss(
+                        logprobs_from_logits(logits, ro.responses[idx], hp.temperature),
+                        entropy_from_logits(logits, hp.temperature), vpred, ro.logprobs[idx],
+                        ro.values[idx], ro.advantages[idx], ro.returns[idx], ro.response_mask[idx],
+                        hp.cliprange, hp.cliprange_value, hp.vf_coef, hp.entropy_coef)
+                    finite = all_ranks_true(bool(torch.isfinite(out.loss)), self.device)
+                    if not finite:
+                        break
+                    self.manual_backward(out.loss * len(idx) / len(mb))
+                    ratios.append(out.policy.ratio_mean.detach())
+                    self._record(records, out)
+                if not finite:
+                    opt.zero_grad()
+                    self.guard.bad(self.global_step, "non-finite PPO loss")
+                    continue
+                ratio_ok = bool(torch.stack(ratios).mean() <= hp.ratio_threshold)
+                if not all_ranks_true(ratio_ok, self.device):
+                    opt.zero_grad()
+                    self.ratio_skips += 1
+                    continue
                 opt.step()
+                any_step = True
                 if sched is not None:
                     sched.step()
+        if any_step:
+            self.guard.good()
         stats = {k: torch.stack(v).mean() for k, v in records.items()}
-        stats["policy/ratio_max"] = torch.stack(records["policy/ratio_max"]).max()
+        if "policy/ratio_max" in records:
+            stats["policy/ratio_max"] = torch.stack(records["policy/ratio_max"]).max()
         return stats
 
+    @staticmethod
+    def _record(records: dict[str, list[torch.Tensor]], out: PPOLoss) -> None:
+        for key, value in (("loss/total", out.loss), ("loss/policy", out.policy.loss),
+                           ("loss/value", out.value.loss), ("policy/entropy", out.entropy),
+                           ("policy/clipfrac", out.policy.clip_frac),
+                           ("policy/approxkl", out.policy.approx_kl),
+                           ("policy/ratio_max", out.policy.ratio_max),
+                           ("value/clipfrac", out.value.clip_frac)):
+            records.setdefault(key, []).append(value.detach())
+
     # -- helpers -----------------------------------------------------------------------------
-    def _clock(self) -> float:
+    def _clock(self) -> float:  # phase timings must include queued GPU work
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
-
-    def _global_mean(self, x: torch.Tensor) -> torch.Tensor:
-        total = torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(total)
-        return total[0] / total[1]
 
     @torch.no_grad()
     def sample_rows(

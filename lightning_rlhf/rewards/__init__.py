@@ -1,6 +1,11 @@
 """Rewards: callables ``(prompts, responses) -> scores`` of shape (b,)."""
 
-from lightning_rlhf.rewards.base import RewardFunction, ValidatedReward, import_reward_function
+from lightning_rlhf.rewards.base import (
+    RewardFunction,
+    ValidatedReward,
+    build_reward,
+    import_reward_function,
+)
 from lightning_rlhf.rewards.normalization import ScoreNormalizer
 from lightning_rlhf.rewards.sentiment import SentimentClassifierReward, find_label_index
 
@@ -9,6 +14,7 @@ __all__ = [
     "ScoreNormalizer",
     "SentimentClassifierReward",
     "ValidatedReward",
+    "build_reward",
     "find_label_index",
     "import_reward_function",
 ]

@@ -36,14 +36,17 @@ def import_reward_function(path: str) -> Callable:
 
 
 class ValidatedReward:
-    """Wrap a reward callable and check every result: one finite float per sample.
+    """Wrap a reward callable and check its results: one float per sample, finite.
 
-    A wrong shape or a NaN raises with the function's name instead of silently training on it.
+    A wrong shape always raises. A NaN or inf on the first call raises too (the function is
+    broken); later, non-finite scores pass through to the trainer's non-finite guard, which
+    skips that step and stops after several in a row.
     """
 
     def __init__(self, fn: Callable, name: str | None = None) -> None:
         self.fn = fn
         self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
+        self.validated = False
 
     def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         out = self.fn(prompts, responses)
@@ -60,10 +63,24 @@ class ValidatedReward:
                 f"{len(prompts)} samples; it must return one score per sample, shape ({len(prompts)},)"
             )
         bad = ~torch.isfinite(scores)
-        if bad.any():
+        if bad.any() and not self.validated:
             i = int(bad.nonzero()[0])
             raise ValueError(
                 f"reward function '{self.name}' returned a non-finite score ({scores[i].item()}) for "
                 f"sample {i}: prompt={prompts[i]!r} response={responses[i]!r}"
             )
+        self.validated = True
         return scores
+
+
+def build_reward(
+    reward_model: str | None, reward_fn: str | None, positive_label: str = "POSITIVE",
+    output: str = "logit", batch_size: int = 64,
+) -> tuple[torch.nn.Module | None, ValidatedReward]:
+    """The reward classifier module (None for a function) and the validated callable to score with."""
+    if reward_model is not None:
+        from lightning_rlhf.rewards.sentiment import SentimentClassifierReward
+
+        module = SentimentClassifierReward(reward_model, positive_label, output, batch_size)
+        return module, ValidatedReward(module, name=f"classifier '{reward_model}'")
+    return None, ValidatedReward(import_reward_function(reward_fn), name=reward_fn)

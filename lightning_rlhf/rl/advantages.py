@@ -61,7 +61,7 @@ def per_token_rewards(
         (b, r) rewards, 0 after the response ends (N-details P8).
     """
     rewards = -kl_coef * kl * response_mask
-    last = (response_mask.sum(-1).clamp(min=1) - 1).unsqueeze(-1)
+    last = (response_mask.sum(-1).long().clamp(min=1) - 1).unsqueeze(-1)
     return rewards.scatter_add(-1, last, scores.to(rewards.dtype).unsqueeze(-1))
 
 

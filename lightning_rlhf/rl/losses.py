@@ -14,6 +14,7 @@ class PolicyLossStats(NamedTuple):
     clip_frac: torch.Tensor
     approx_kl: torch.Tensor
     ratio_max: torch.Tensor
+    ratio_mean: torch.Tensor
 
 
 class ValueLossStats(NamedTuple):
@@ -44,7 +45,8 @@ def ppo_policy_loss(
         clip_frac = masked_mean((clipped > unclipped).float(), response_mask)
         approx_kl = 0.5 * masked_mean(log_ratio**2, response_mask)
         ratio_max = (ratio * response_mask).max()
-    return PolicyLossStats(loss, clip_frac, approx_kl, ratio_max)
+        ratio_mean = masked_mean(ratio, response_mask)
+    return PolicyLossStats(loss, clip_frac, approx_kl, ratio_max, ratio_mean)
 
 
 def ppo_value_loss(
@@ -62,3 +64,33 @@ def ppo_value_loss(
     with torch.no_grad():
         clip_frac = masked_mean((loss_clipped > loss_unclipped).float(), response_mask)
     return ValueLossStats(loss, clip_frac)
+
+
+class PPOLoss(NamedTuple):
+    """Total loss (with grad) and detached statistics of one micro-batch."""
+
+    loss: torch.Tensor
+    policy: PolicyLossStats
+    value: ValueLossStats
+    entropy: torch.Tensor
+
+
+def ppo_loss(
+    logprobs: torch.Tensor,
+    entropy: torch.Tensor,
+    values: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    old_values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    response_mask: torch.Tensor,
+    cliprange: float,
+    cliprange_value: float,
+    vf_coef: float,
+    entropy_coef: float,
+) -> PPOLoss:
+    """``policy + vf_coef * value - entropy_coef * entropy``; every tensor is (b, r)."""
+    pg = ppo_policy_loss(logprobs, old_logprobs, advantages, response_mask, cliprange)
+    vf = ppo_value_loss(values, old_values, returns, response_mask, cliprange_value)
+    ent = masked_mean(entropy, response_mask)
+    return PPOLoss(pg.loss + vf_coef * vf.loss - entropy_coef * ent, pg, vf, ent)

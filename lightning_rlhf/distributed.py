@@ -1,0 +1,27 @@
+"""Collectives that are no-ops without a process group, for decisions every rank must share."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def _group_running() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_ranks_true(ok: bool, device: torch.device) -> bool:
+    """True only if ``ok`` holds on every process, so all ranks skip or step together."""
+    if not _group_running():
+        return ok
+    flag = torch.tensor(float(ok), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def global_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over all elements on all processes."""
+    total = torch.stack([x.sum().float(), torch.tensor(float(x.numel()), device=x.device)])
+    if _group_running():
+        dist.all_reduce(total)
+    return total[0] / total[1]

@@ -1,0 +1,77 @@
+"""Run by test_ddp.py as a script: PPO with strategy="ddp" on 2 CPU processes (gloo).
+
+Lightning re-launches this script for rank 1. Each rank writes what it saw to <out>/rank<k>.json.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TINY_GPT2  # noqa: E402
+from test_ppo import make_dm, make_ppo  # noqa: E402
+
+import lightning_rlhf.modules.ppo as ppo_mod  # noqa: E402
+from lightning_rlhf.callbacks import SampleTableLogger  # noqa: E402
+
+EXPORTS: list[int] = []
+_export = ppo_mod.export_pretrained
+
+
+def counting_export(*args, **kwargs):
+    EXPORTS.append(1)
+    return _export(*args, **kwargs)
+
+
+ppo_mod.export_pretrained = counting_export
+
+
+class Probe(L.Callback):
+    def __init__(self) -> None:
+        self.record: dict = {"steps": []}
+
+    def on_train_start(self, trainer, pl_module):
+        sampler = trainer.train_dataloader.sampler
+        self.record["indices"] = list(DistributedSampler.__iter__(sampler))
+        rollout = pl_module.rollout
+
+        def capture(*args, **kwargs):
+            self.last = rollout(*args, **kwargs)
+            return self.last
+
+        pl_module.rollout = capture
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        ro, mask = self.last, self.last.response_mask.double()
+        adv = ro.advantages.double()
+        self.record["steps"].append({
+            "prompts": batch["input_ids"].tolist(),
+            "checksum": float(sum(p.double().sum() for p in pl_module.policy.parameters())),
+            "kl_coef": pl_module.kl_ctl.value,
+            "logged_score": trainer.callback_metrics["reward/score"].item(),
+            "local_score": ro.scores.mean().item(),
+            "adv": [float((adv * mask).sum()), float((adv * adv * mask).sum()), float(mask.sum())],
+        })
+        self.record["generator_seed"] = pl_module.generator.initial_seed()
+
+    def teardown(self, trainer, pl_module, stage):  # after the module's on_fit_end export
+        self.record["exports"] = len(EXPORTS)
+        Path(out, f"rank{trainer.global_rank}.json").write_text(json.dumps(self.record))
+
+
+if __name__ == "__main__":
+    out, tokenizer_dir, imdb_dir = sys.argv[1:4]
+    tiny = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
+    module = make_ppo(tiny, tokenizer_dir, reward_fn="test_ppo:char_count", export_dir=f"{out}/export",
+                      num_mini_batches=2)
+    logger = L.pytorch.loggers.TensorBoardLogger(save_dir=f"{out}/logs", name="ddp")
+    trainer = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=3 * 2, logger=logger,
+                        callbacks=[Probe(), SampleTableLogger(prompts=["a"], max_new_tokens=2,
+                                                              every_n_train_steps=1, on_validation=False)],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    torch.set_num_threads(1)
+    trainer.fit(module, make_dm(imdb_dir, tokenizer_dir, batch_size=4))

@@ -1,0 +1,39 @@
+"""Two-process CPU DDP: sharded prompts, per-rank seeds, global statistics, identical weights."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from tb_events import read_events
+
+
+def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir):
+    script = Path(__file__).with_name("ddp_ppo_run.py")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), tokenizer_dir, imdb_dir],
+                          capture_output=True, text=True, timeout=300, cwd=script.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1))
+
+    assert not set(r0["indices"]) & set(r1["indices"]), "each rank reads its own shard of prompts"
+    assert r0["generator_seed"] != r1["generator_seed"], "each rank samples with its own seed"
+    assert len(r0["steps"]) == len(r1["steps"]) == 3
+    for s0, s1 in zip(r0["steps"], r1["steps"], strict=True):
+        assert s0["prompts"] != s1["prompts"]
+        assert s0["checksum"] == s1["checksum"], "weights are identical on both ranks after each step"
+        assert s0["kl_coef"] == s1["kl_coef"], "the adaptive KL update uses the global KL"
+        assert s0["logged_score"] == s1["logged_score"], "logged metrics are synced"
+        assert math.isclose(s0["logged_score"], (s0["local_score"] + s1["local_score"]) / 2, rel_tol=1e-5)
+        total, total_sq, count = (a + b for a, b in zip(s0["adv"], s1["adv"], strict=True))
+        assert abs(total / count) < 1e-5 and abs(total_sq / count - 1) < 0.05, "whitening is global"
+    assert any(abs(s["adv"][0] / s["adv"][2]) > 1e-3 for s in r0["steps"] + r1["steps"]), \
+        "per-rank means differ from 0, so the statistics were not per-rank"
+    assert r0["steps"][-1]["kl_coef"] != 0.2, "the KL coefficient adapted"
+
+    assert (r0["exports"], r1["exports"]) == (1, 0), "only rank 0 exports"
+    assert (tmp_path / "export" / "model.safetensors").exists()
+    events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert len(events) == 1, "only rank 0 writes TensorBoard events"
+    _, texts = read_events(tmp_path / "logs")
+    assert len(texts["samples/text_summary"]) == 3

@@ -1,0 +1,75 @@
+"""Interrupted runs lose nothing: signals to a real subprocess, atomic checkpoint writes."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fsspec.implementations.local as fs_local
+import lightning as L
+import pytest
+import torch
+import yaml
+from lightning.pytorch.demos.boring_classes import BoringModel
+from test_cli_ppo import _ppo_config
+
+from lightning_rlhf.cli import build_cli
+
+
+def _start(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir) -> tuple[subprocess.Popen, Path]:
+    config = _ppo_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
+    data = yaml.safe_load(config.read_text())
+    data["trainer"]["max_steps"] = 10_000
+    data["trainer"]["callbacks"] = []
+    data["checkpoint"]["every_n_train_steps"] = 1
+    config.write_text(yaml.safe_dump(data))
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_rlhf", "fit", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while not (tmp_path / "ckpt" / "last.ckpt").exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"training did not start:\n{proc.stdout.read()}")
+        time.sleep(0.2)
+    return proc, config
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_signal_writes_a_resumable_checkpoint(sig, tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir,
+                                              tiny_classifier_dir):
+    reward_dir = tiny_classifier_dir({0: "NEGATIVE", 1: "POSITIVE"})
+    proc, config = _start(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    saved = tmp_path / "ckpt" / "interrupted.ckpt"
+    assert saved.exists(), out
+    step = torch.load(saved, weights_only=False)["global_step"]
+    assert step >= 1
+    resumed = build_cli(["fit", "--config", str(config), "--trainer.max_steps", str(step + 2),
+                         "--trainer.callbacks", "[]", "--ckpt_path", str(saved)])
+    assert resumed.trainer.global_step == step + 2
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model = BoringModel()
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(model)
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    good = path.read_bytes()
+
+    original_write = fs_local.LocalFileOpener.write
+
+    def half_then_fail(self, data):
+        original_write(self, data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fs_local.LocalFileOpener, "write", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    torch.load(path, weights_only=False)
