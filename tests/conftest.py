@@ -82,3 +82,19 @@ def tiny_classifier_dir(tmp_path: Path, tokenizer_dir: str):
         return str(out)
 
     return make
+
+
+@pytest.fixture
+def tiny_policy_dirs(tmp_path: Path, tokenizer_dir: str, tiny_gpt2: dict) -> dict[str, str]:
+    """Two tiny GPT-2 exports with different random weights and the same tokenizer."""
+    from transformers import AutoTokenizer
+
+    from lightning_rlhf.models.loading import build_from_config
+
+    folders = {}
+    for name, seed in (("before", 0), ("after", 1)):
+        out = tmp_path / name
+        build_from_config(tiny_gpt2, "causal_lm", seed=seed).save_pretrained(out)
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+        folders[name] = str(out)
+    return folders

@@ -65,19 +65,26 @@ class SentimentClassifierReward(torch.nn.Module):
         return super().train(False)  # frozen: always eval
 
     @torch.no_grad()
-    def forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """Returns (b,) float32 scores on the classifier's device."""
+    def logits(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """(b, num_labels) float32 classifier logits of prompt + response, in batches."""
         texts = [p + r for p, r in zip(prompts, responses, strict=True)]
         device = next(self.model.parameters()).device
-        scores = []
+        out = []
         for start in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(
                 texts[start: start + self.batch_size], padding=True, truncation=True,
                 max_length=self.max_length, return_tensors="pt",
             ).to(device)
-            logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-            logits = logits.float()
-            if self.output == "probability":
-                logits = torch.softmax(logits, dim=-1)
-            scores.append(logits[:, self.positive_index])
-        return torch.cat(scores)
+            out.append(self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits)
+        return torch.cat(out).float()
+
+    def forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Returns (b,) float32 scores on the classifier's device."""
+        logits = self.logits(prompts, responses)
+        if self.output == "probability":
+            logits = torch.softmax(logits, dim=-1)
+        return logits[:, self.positive_index]
+
+    def positive_probability(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """(b,) probability of the positive label."""
+        return torch.softmax(self.logits(prompts, responses), dim=-1)[:, self.positive_index]

@@ -1,0 +1,108 @@
+"""Generate from each policy on the same held-out prompts and measure reward, KL and diversity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from lightning_rlhf.data import IMDBDataModule
+from lightning_rlhf.evaluation.metrics import distinct_n, mean_ci95
+from lightning_rlhf.generation import decode_responses, encode_prompts
+from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
+from lightning_rlhf.rewards import SentimentClassifierReward
+from lightning_rlhf.rl.logprobs import left_pad_position_ids, logprobs_from_logits
+from lightning_rlhf.rl.masking import response_mask_after_stop
+from lightning_rlhf.rl.sampling import sample_responses
+
+
+@dataclass
+class PolicyResult:
+    """Figures of one policy and its per-prompt responses and rewards."""
+
+    name: str
+    figures: dict[str, float | list[float] | int | None]
+    responses: list[str] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+
+def held_out_prompts(data_path: str, tokenizer: str, n: int, seed: int, prompt_min_tokens: int,
+                     prompt_max_tokens: int, min_review_chars: int = 200) -> list[str]:
+    """The first ``n`` prompts of the (seeded, shuffled) test split, as text."""
+    dm = IMDBDataModule(data_path=data_path, tokenizer=tokenizer, shape="prompts", seed=seed,
+                        val_size=10, max_train_samples=10, max_eval_samples=2 * n + 100,
+                        prompt_min_tokens=prompt_min_tokens, prompt_max_tokens=prompt_max_tokens,
+                        min_review_chars=min_review_chars)
+    dm.setup("test")
+    if "test" not in dm.splits:
+        raise ValueError(f"'{data_path}' has no test split to draw held-out prompts from")
+    rows = dm.splits["test"]["input_ids"][:n]
+    if len(rows) < n:
+        raise ValueError(f"only {len(rows)} held-out prompts are available, {n} were asked for")
+    return [dm.tokenizer.decode(ids, skip_special_tokens=True) for ids in rows]
+
+
+def _logprobs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, responses: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    r = responses.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=left_pad_position_ids(mask)).logits
+    return logprobs_from_logits(logits[:, -r - 1: -1], responses, temperature)
+
+
+@torch.no_grad()
+def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts: list[str],
+                    max_new_tokens: int, temperature: float, batch_size: int, seed: int,
+                    stop_at_eos: bool, device: torch.device) -> PolicyResult:
+    """Sample one response per prompt and measure it against the reference and the reward."""
+    tok = load_tokenizer(path)
+    model = load_causal_lm(path).to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    eos = tok.eos_token_id if stop_at_eos else None
+    responses, kl, nll, n_tokens, lengths = [], [], 0.0, 0, []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=f"generating ({name})"):
+        enc = encode_prompts(tok, prompts[start: start + batch_size], device)
+        out = sample_responses(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
+                               temperature, generator, eos, tok.pad_token_id)
+        mask = response_mask_after_stop(out, eos)
+        ids = torch.cat([enc["input_ids"], out], -1)
+        full_mask = torch.cat([enc["attention_mask"], mask], -1)
+        logp = _logprobs(model, ids, full_mask, out, temperature)
+        ref_logp = _logprobs(ref, ids, full_mask, out, temperature)
+        kl.extend(((logp - ref_logp) * mask).sum(-1).tolist())
+        nll -= float((_logprobs(ref, ids, full_mask, out, 1.0) * mask).sum())
+        n_tokens += int(mask.sum())
+        lengths.extend(mask.sum(-1).tolist())
+        responses.extend(decode_responses(tok, out, mask))
+    scores = reward(prompts, responses).tolist()
+    positive = None
+    if isinstance(reward, SentimentClassifierReward):
+        positive = float((reward.positive_probability(prompts, responses) > 0.5).float().mean())
+    mean, lo, hi = mean_ci95(scores)
+    figures = {
+        "n": len(prompts), "reward_mean": mean, "reward_ci95": [lo, hi], "positive_rate": positive,
+        "kl_to_reference": sum(kl) / len(kl),
+        "perplexity_under_reference": float(torch.exp(torch.tensor(nll / max(1, n_tokens)))),
+        "distinct_1": distinct_n(responses, 1), "distinct_2": distinct_n(responses, 2),
+        "mean_length_tokens": sum(lengths) / len(lengths),
+    }
+    return PolicyResult(name, figures, responses, scores)
+
+
+def evaluate_policies(policies: dict[str, str], reference: str, reward, prompts: list[str],
+                      max_new_tokens: int = 24, temperature: float = 0.7, batch_size: int = 64,
+                      seed: int = 0, stop_at_eos: bool = False, device: str = "cpu") -> list[PolicyResult]:
+    """Evaluate every ``name -> export folder`` in ``policies`` against one reference."""
+    dev = torch.device(device)
+    ref_tok = load_tokenizer(reference)
+    ref = load_causal_lm(reference).to(dev).eval()
+    if isinstance(reward, torch.nn.Module):
+        reward.to(dev)
+    results = []
+    for name, path in policies.items():
+        if len(load_tokenizer(path)) != len(ref_tok):
+            raise ValueError(f"policy '{name}' ({path}) and the reference ({reference}) use different "
+                             f"tokenizers, so their log-probs (KL) cannot be compared")
+        results.append(evaluate_policy(name, path, ref, reward, prompts, max_new_tokens, temperature,
+                                       batch_size, seed, stop_at_eos, dev))
+    return results
