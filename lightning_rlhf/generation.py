@@ -29,15 +29,10 @@ def generate_texts(
     device = next(model.parameters()).device
     enc = encode_prompts(tokenizer, prompts, device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        responses = sample_responses(
-            model, enc["input_ids"], enc["attention_mask"], max_new_tokens, temperature,
-            generator, tokenizer.eos_token_id, tokenizer.pad_token_id,
-        )
-    finally:
-        model.train(was_training)
+    responses = sample_responses(
+        model, enc["input_ids"], enc["attention_mask"], max_new_tokens, temperature,
+        generator, tokenizer.eos_token_id, tokenizer.pad_token_id,
+    )
     return decode_responses(tokenizer, responses)
 
 

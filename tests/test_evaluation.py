@@ -20,7 +20,8 @@ def test_metrics_by_hand():
 
 def test_eval_writes_figures_samples_and_report(tmp_path, tiny_policy_dirs, imdb_dir, tiny_classifier_dir):
     out = tmp_path / "eval"
-    main(["--policy", f"before={tiny_policy_dirs['before']}", "--policy", f"after={tiny_policy_dirs['after']}",
+    main(["--policy", f"before={tiny_policy_dirs['before']}",
+          "--policy", f"after={tiny_policy_dirs['after']}",
           "--reference", tiny_policy_dirs["before"],
           "--reward-model", tiny_classifier_dir({0: "NEGATIVE", 1: "POSITIVE"}),
           "--data", imdb_dir, "--num-prompts", "16", "--max-new-tokens", "5", "--batch-size", "8",

@@ -106,3 +106,27 @@ def test_response_longer_than_context_is_rejected(tiny_gpt2, tokenizer_dir, imdb
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match=r"exceeds the policy's context of 64"):
         trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
+
+
+def test_lora_policy_uses_itself_without_adapter_as_reference(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
+    pytest.importorskip("peft")
+    from transformers import pipeline
+
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", lora_r=4,
+                      gradient_checkpointing=True, export_dir=str(tmp_path / "export"))
+    assert module.ref_model is None
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "value_head" in n for n in trainable)
+    kls = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            kls.append(trainer.callback_metrics["objective/kl"].item())
+
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        enable_progress_bar=False, callbacks=[Record()])
+    trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
+    assert kls[0] == pytest.approx(0.0, abs=1e-6), "LoRA starts as the identity: policy == reference"
+    assert abs(kls[-1]) > 1e-6, "after updates the adapter moves the policy away from the reference"
+    gen = pipeline("text-generation", model=str(tmp_path / "export"))
+    assert gen("the movie", max_new_tokens=2)[0]["generated_text"].startswith("the movie")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from transformers import PreTrainedModel
 
-from lightning_rlhf.rl.logprobs import left_pad_position_ids
+from lightning_rlhf.models.lora import is_lora
+from lightning_rlhf.rl.logprobs import left_pad_position_ids, logprobs_from_logits
 
 
 class PolicyWithValueHead(torch.nn.Module):
@@ -38,11 +41,47 @@ class PolicyWithValueHead(torch.nn.Module):
             logits (b, r, v) and values (b, r): values[:, t] estimates the return before
             response token t is sampled.
         """
-        hidden = self.lm.base_model(
+        hf = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm  # peft
+        hidden = hf.base_model(
             input_ids=input_ids, attention_mask=attention_mask,
-            position_ids=left_pad_position_ids(attention_mask),
+            position_ids=left_pad_position_ids(attention_mask), use_cache=False,
         ).last_hidden_state
         hidden = hidden[:, -n_response - 1: -1]
-        logits = self.lm.get_output_embeddings()(hidden)
+        logits = hf.get_output_embeddings()(hidden)
         values = self.value_head(hidden).squeeze(-1).float()
         return logits, values
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    responses: torch.Tensor,
+    temperature: float,
+    micro_batch_size: int | None = None,
+    disable_adapter: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of ``responses`` (b, r) and, for a ``PolicyWithValueHead``, values (b, r).
+
+    Runs in micro-batches of ``micro_batch_size`` rows to bound the (rows, r, vocab) logits.
+    With ``disable_adapter`` a LoRA policy's LM runs without its adapter: the reference.
+
+    Args:
+        input_ids, attention_mask: (b, q + r) queries followed by responses.
+        responses: (b, r).
+    """
+    r = responses.shape[1]
+    step = micro_batch_size or input_ids.shape[0]
+    context = model.disable_adapter() if disable_adapter and is_lora(model) else nullcontext()
+    logps, values = [], []
+    with context:
+        for i in range(0, input_ids.shape[0], step):
+            ids, mask = input_ids[i: i + step], attention_mask[i: i + step]
+            if isinstance(model, PolicyWithValueHead):
+                logits, v = model(ids, mask, r)
+                values.append(v)
+            else:
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=left_pad_position_ids(mask),
+                               use_cache=False).logits[:, -r - 1: -1]
+            logps.append(logprobs_from_logits(logits, responses[i: i + step], temperature))
+    return torch.cat(logps), (torch.cat(values) if values else None)

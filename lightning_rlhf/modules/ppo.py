@@ -20,13 +20,14 @@ from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.generation import decode_responses, encode_prompts
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
-from lightning_rlhf.models.value_head import PolicyWithValueHead
+from lightning_rlhf.models.lora import apply_lora, is_lora
+from lightning_rlhf.models.value_head import PolicyWithValueHead, response_logprobs
 from lightning_rlhf.optim import Schedule, adamw_with_schedule
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
 from lightning_rlhf.rl.advantages import explained_variance
 from lightning_rlhf.rl.experience import build_rollout
 from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
-from lightning_rlhf.rl.logprobs import entropy_from_logits, left_pad_position_ids, logprobs_from_logits
+from lightning_rlhf.rl.logprobs import entropy_from_logits, logprobs_from_logits
 from lightning_rlhf.rl.losses import PPOLoss, ppo_loss
 from lightning_rlhf.rl.masking import ends_with_eos, response_mask_after_stop
 from lightning_rlhf.rl.rollout import Rollout
@@ -83,6 +84,11 @@ class PPOModule(L.LightningModule):
         warmup_steps: Linear warmup, in optimizer steps.
         lr_schedule: Decay after warmup: constant, linear or cosine.
         adam_eps: AdamW epsilon.
+        lora_r: LoRA rank; > 0 trains adapters only, and the reference is the policy with its
+            adapter disabled (no second copy of the weights). Needs ``pip install 'lightning-rlhf[lora]'``.
+        lora_alpha: LoRA scaling numerator.
+        lora_target_modules: Module names to adapt; None = peft's default for the architecture.
+        gradient_checkpointing: Recompute activations in the backward pass to save memory.
         sampling_seed: Seed of the rollout generator (offset by the process rank).
         init_seed: Seed for random initialisation from policy_config.
         export_dir: Folder for the policy's ``save_pretrained`` export; default ``<log_dir>/export``.
@@ -129,6 +135,10 @@ class PPOModule(L.LightningModule):
         warmup_steps: int = 0,
         lr_schedule: Schedule = "constant",
         adam_eps: float = 1e-8,
+        lora_r: int = 0,
+        lora_alpha: int = 16,
+        lora_target_modules: list[str] | None = None,
+        gradient_checkpointing: bool = False,
         sampling_seed: int = 0,
         init_seed: int = 0,
         export_dir: str | None = None,
@@ -143,11 +153,18 @@ class PPOModule(L.LightningModule):
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are not in checkpoints
         self.tokenizer = load_tokenizer(tokenizer or policy_name_or_path)
-        self.policy = PolicyWithValueHead(load_causal_lm(policy_name_or_path, policy_config, init_seed))
-        self.ref_model = load_causal_lm(ref_name_or_path or policy_name_or_path, policy_config, init_seed)
-        self.ref_model.requires_grad_(False).eval()
-        for model in (self.policy, self.ref_model):
-            disable_dropout(model)
+        lm = load_causal_lm(policy_name_or_path, policy_config, init_seed)
+        if gradient_checkpointing:
+            lm.gradient_checkpointing_enable()
+        self.ref_model = None
+        if lora_r > 0:
+            lm = apply_lora(lm, lora_r, lora_alpha, lora_target_modules)
+        else:
+            self.ref_model = load_causal_lm(ref_name_or_path or policy_name_or_path, policy_config, init_seed)
+            self.ref_model.requires_grad_(False).eval()
+            disable_dropout(self.ref_model)
+        self.policy = PolicyWithValueHead(lm)
+        disable_dropout(self.policy)
         self.reward, self.reward_call = build_reward(reward_model, reward_fn, positive_label,
                                                      reward_output, reward_batch_size)
         self.score_norm = ScoreNormalizer(normalize_scores, score_clip)
@@ -227,24 +244,6 @@ class PPOModule(L.LightningModule):
                                 gradient_clip_algorithm="norm")
 
     # -- the PPO iteration -------------------------------------------------------------------
-    def _forward_logprobs(
-        self, model: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, responses: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs (b, r) of ``responses`` and, for the policy, values (b, r), in micro-batches."""
-        r = responses.shape[1]
-        step = self.hparams.micro_batch_size or input_ids.shape[0]
-        logps, values = [], []
-        for i in range(0, input_ids.shape[0], step):
-            sl = slice(i, i + step)
-            if model is self.policy:
-                logits, v = self.policy(input_ids[sl], mask[sl], r)
-                values.append(v)
-            else:
-                logits = model(input_ids=input_ids[sl], attention_mask=mask[sl],
-                               position_ids=left_pad_position_ids(mask[sl])).logits[:, -r - 1: -1]
-            logps.append(logprobs_from_logits(logits, responses[sl], self.hparams.temperature))
-        return torch.cat(logps), (torch.cat(values) if values else None)
-
     @torch.no_grad()
     def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict) -> Rollout:
         """Steps 1-4: sample, score, log-probs and values, rewards and advantages."""
@@ -274,8 +273,11 @@ class PPOModule(L.LightningModule):
 
         input_ids = torch.cat([queries, responses], dim=-1)
         mask = torch.cat([query_mask, response_mask], dim=-1)
-        logprobs, values = self._forward_logprobs(self.policy, input_ids, mask, responses)
-        ref_logprobs, _ = self._forward_logprobs(self.ref_model, input_ids, mask, responses)
+        micro = hp.micro_batch_size
+        logprobs, values = response_logprobs(self.policy, input_ids, mask, responses, hp.temperature, micro)
+        ref_model = self.ref_model if self.ref_model is not None else self.policy.lm
+        ref_logprobs, _ = response_logprobs(ref_model, input_ids, mask, responses, hp.temperature, micro,
+                                            disable_adapter=self.ref_model is None)
         t3 = self._clock()
         timings.update({"time/generate": t1 - t0, "time/score": t2 - t1, "time/forward": t3 - t2})
         return build_rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs,
@@ -406,5 +408,6 @@ class PPOModule(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
             folder = default_export_folder(self.trainer, self.hparams.export_dir)
-            path = export_pretrained(self.policy.lm, self.tokenizer, folder)
+            lm = self.policy.lm.merge_and_unload() if is_lora(self.policy.lm) else self.policy.lm
+            path = export_pretrained(lm, self.tokenizer, folder)
             rank_zero_info(f"exported the policy (without value head) and tokenizer to {path}")

@@ -33,6 +33,17 @@ def sample_responses(
     Returns:
         (b, n) responses with n <= max_new_tokens.
     """
+    was_training = model.training
+    model.eval()  # KV cache needs eval mode under gradient checkpointing; dropout is off anyway
+    try:
+        return _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator,
+                       eos_token_id, pad_token_id)
+    finally:
+        model.train(was_training)
+
+
+def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator, eos_token_id,
+            pad_token_id) -> torch.Tensor:
     position_ids = left_pad_position_ids(attention_mask)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
     b = input_ids.shape[0]
