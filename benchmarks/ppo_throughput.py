@@ -1,0 +1,200 @@
+"""Time the real PPO training step (``PPOModule`` under a Lightning ``Trainer``) against a floor.
+
+The floor, measured in the same process on the same models, is what one PPO iteration cannot
+avoid: one KV-cached generation of the batch, one policy forward/backward over prompt +
+response, one reference forward, one reward forward and one optimizer step.
+
+Models are random GPT-2s built from the flags; the reward is a GPT-2 sequence classifier of the
+same size, called through the project's reward interface (``SentimentClassifierReward``). The
+tokenizer is a word-level one built offline with exactly ``--vocab-size`` tokens. Responses have
+a fixed length (no EOS stop) so runs compare. The last line printed is one JSON object.
+
+    python benchmarks/ppo_throughput.py --n-layer 4 --n-head 4 --n-embd 256 --vocab-size 2000 \\
+        --batch-size 16 --prompt-len 8 --response-len 24 --ppo-epochs 1 --num-mini-batches 1 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import lightning as L
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from torch.utils.data import DataLoader, Dataset
+from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+from lightning_rlhf.modules import PPOModule
+from lightning_rlhf.rl.logprobs import logprobs_from_logits
+from lightning_rlhf.rl.sampling import sample_responses
+
+PHASES = ("time/generate", "time/score", "time/forward", "time/update")
+
+
+def build_tokenizer(vocab_size: int, folder: Path) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer with exactly ``vocab_size`` tokens: ``<eos>``, ``<pad>``, ``w2``..."""
+    vocab = {"<eos>": 0, "<pad>": 1} | {f"w{i}": i for i in range(2, vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    fast.save_pretrained(folder)
+    return fast
+
+
+class RandomPrompts(Dataset):
+    """Fixed-length prompts of random non-special token ids."""
+
+    def __init__(self, n: int, length: int, vocab_size: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(2, vocab_size, (n, length), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i])}
+
+
+class IterationTimer(L.Callback):
+    """Wall time of every training batch (one PPO iteration) and the module's phase timings."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.phases: list[dict[str, float]] = []
+
+    def _sync(self, module: L.LightningModule) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._sync(pl_module)
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._sync(pl_module)
+        self.seconds.append(time.perf_counter() - self.start)
+        self.phases.append({k: float(trainer.callback_metrics[k]) for k in PHASES})
+
+
+class PhaseClock:
+    """``with clock("name"): ...`` appends the block's wall time (GPU work included) to ``times``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.times = device, {}
+
+    @contextmanager
+    def __call__(self, key: str):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.times.setdefault(key, []).append(time.perf_counter() - t0)
+
+
+def measure_floor(module: PPOModule, prompts: torch.Tensor, response_len: int, repeats: int) -> dict:
+    """Median seconds of each unavoidable piece, on the module's own models and device."""
+    device, policy = module.device, module.policy
+    mask = torch.ones_like(prompts)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-6)
+    ref = module.ref_model if module.ref_model is not None else policy.lm
+    gen = torch.Generator(device=device).manual_seed(0)
+    clock = PhaseClock(device)
+    for _ in range(repeats + 1):
+        with module.trainer.precision_plugin.forward_context():
+            with clock("generate"):
+                responses = sample_responses(policy.lm, prompts, mask, response_len, 0.7, gen, None, 1)
+            ids = torch.cat([prompts, responses], -1)
+            full = torch.ones_like(ids)
+            with clock("policy_fwd_bwd"):
+                logits, values = policy(ids, full, response_len)
+                (logprobs_from_logits(logits, responses, 0.7).mean() + values.mean()).backward()
+            with torch.no_grad():
+                adapter_off = policy.lm.disable_adapter() if module.ref_model is None else nullcontext()
+                with clock("ref_fwd"), adapter_off:
+                    ref(input_ids=ids, attention_mask=full)
+                with clock("reward_fwd"):
+                    module.reward.model(input_ids=ids, attention_mask=full)
+        with clock("optimizer_step"):
+            opt.step()
+            opt.zero_grad()
+    med = {k: statistics.median(v[1:]) for k, v in clock.times.items()}  # first repeat warms up
+    med["total"] = sum(med.values())
+    return med
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in (("n-layer", 4), ("n-head", 4), ("n-embd", 256), ("vocab-size", 2000),
+                          ("batch-size", 16), ("prompt-len", 8), ("response-len", 24), ("ppo-epochs", 1),
+                          ("num-mini-batches", 1), ("iters", 10), ("warmup", 3), ("threads", 2),
+                          ("lora-r", 0), ("floor-repeats", 5)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--micro-batch-size", type=int, default=None)
+    p.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    tmp = Path(tempfile.mkdtemp(prefix="ppo_bench_"))
+    tokenizer = build_tokenizer(args.vocab_size, tmp / "policy")
+    size = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, vocab_size=args.vocab_size,
+                n_positions=max(64, args.prompt_len + args.response_len), eos_token_id=0, pad_token_id=1)
+    reward = GPT2ForSequenceClassification(GPT2Config(**size, num_labels=2,
+                                                      id2label={0: "NEGATIVE", 1: "POSITIVE"}))
+    reward.save_pretrained(tmp / "reward")
+    tokenizer.save_pretrained(tmp / "reward")
+
+    module = PPOModule(
+        policy_name_or_path=None, policy_config={"model_type": "gpt2", **size}, tokenizer=str(tmp / "policy"),
+        reward_model=str(tmp / "reward"), reward_batch_size=args.batch_size,
+        response_min_tokens=args.response_len, response_max_tokens=args.response_len,
+        ppo_epochs=args.ppo_epochs, num_mini_batches=args.num_mini_batches,
+        micro_batch_size=args.micro_batch_size, adaptive_kl=True, lora_r=args.lora_r,
+        gradient_checkpointing=args.gradient_checkpointing, export_dir=str(tmp / "export"),
+    )
+    steps_per_iter = args.ppo_epochs * args.num_mini_batches
+    n_iters = args.warmup + args.iters
+    data = RandomPrompts(args.batch_size * n_iters, args.prompt_len, args.vocab_size)
+    loader = DataLoader(data, batch_size=args.batch_size)
+    timer = IterationTimer()
+    trainer = L.Trainer(accelerator=args.device, devices=1, precision=args.precision,
+                        max_steps=n_iters * steps_per_iter, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+                        default_root_dir=tmp)
+    trainer.fit(module, loader)
+
+    seconds = timer.seconds[args.warmup:]
+    median = statistics.median(seconds)
+    phases = {k.split("/")[1]: statistics.median(p[k] for p in timer.phases[args.warmup:]) for k in PHASES}
+    prompts = data.ids[: args.batch_size].to(module.device)
+    floor = measure_floor(module, prompts, args.response_len, args.floor_repeats)
+    result = {
+        "config": vars(args),
+        "median_iter_s": median,
+        "samples_per_s": args.batch_size / median,
+        "response_tokens_per_s": args.batch_size * args.response_len / median,
+        "phases_s": phases,
+        "floor_s": floor,
+        "iter_over_floor": median / floor["total"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "policy_params_trainable": sum(p.numel() for p in module.policy.parameters() if p.requires_grad),
+    }
+    if args.device == "cuda":
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    print(f"median {median:.3f} s/iter, {result['samples_per_s']:.1f} samples/s, "
+          f"floor {floor['total']:.3f} s, iter/floor {result['iter_over_floor']:.3f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
