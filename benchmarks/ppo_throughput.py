@@ -155,7 +155,8 @@ def main() -> None:
     tokenizer.save_pretrained(tmp / "reward")
 
     module = PPOModule(
-        policy_name_or_path=None, policy_config={"model_type": "gpt2", **size}, tokenizer=str(tmp / "policy"),
+        policy_name_or_path=None, policy_config={"model_type": "gpt2", **size},
+        tokenizer_name_or_path=str(tmp / "policy"),
         reward_model=str(tmp / "reward"), reward_batch_size=args.batch_size,
         response_min_tokens=args.response_len, response_max_tokens=args.response_len,
         ppo_epochs=args.ppo_epochs, num_mini_batches=args.num_mini_batches,

@@ -23,7 +23,7 @@ def _sft_config(tmp_path: Path, tiny_gpt2: dict, tokenizer_dir: str, imdb_dir: s
                            "init_args": {"max_new_tokens": 4, "prompts": ["the movie", "a"]}}],
         },
         "model": {"class_path": "lightning_rlhf.modules.SFTModule", "init_args": {
-            "model_name_or_path": None, "model_config": tiny_gpt2, "tokenizer": tokenizer_dir,
+            "model_name_or_path": None, "model_config": tiny_gpt2, "tokenizer_name_or_path": tokenizer_dir,
             "learning_rate": 1e-3, "warmup_steps": 1, "export_dir": str(tmp_path / "export")}},
         "checkpoint": {"monitor": "val/loss", "mode": "min", "dirpath": str(tmp_path / "ckpt")},
         "data": {"data_path": imdb_dir, "tokenizer": tokenizer_dir, "shape": "lm",

@@ -22,7 +22,7 @@ def _ppo_config(tmp_path: Path, tiny_gpt2: dict, tokenizer_dir: str, imdb_dir: s
                                          "every_n_train_steps": 1, "on_validation": False}}],
         },
         "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": {
-            "policy_name_or_path": None, "policy_config": tiny_gpt2, "tokenizer": tokenizer_dir,
+            "policy_name_or_path": None, "policy_config": tiny_gpt2, "tokenizer_name_or_path": tokenizer_dir,
             "reward_model": reward_dir, "response_min_tokens": 3, "response_max_tokens": 5,
             "ppo_epochs": 1, "learning_rate": 1e-3, "export_dir": str(tmp_path / "export")}},
         "checkpoint": {"dirpath": str(tmp_path / "ckpt")},

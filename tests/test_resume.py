@@ -64,7 +64,7 @@ def test_sft_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
         L.seed_everything(5)
         dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="lm", block_size=16,
                             batch_size=4, val_size=20)
-        return SFTModule(model_name_or_path=None, model_config=tiny_gpt2, tokenizer=tokenizer_dir,
+        return SFTModule(model_name_or_path=None, model_config=tiny_gpt2, tokenizer_name_or_path=tokenizer_dir,
                          learning_rate=1e-3, warmup_steps=2, lr_schedule="constant"), dm  # dropout on
 
     straight_rec = RecordMetric("train/loss")

@@ -14,7 +14,7 @@ def test_reward_model_learns_and_exports(tmp_path, tokenizer_dir, imdb_dir):
     dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="classification",
                         batch_size=16, val_size=40, max_length=64)
     module = RewardModelModule(model_name_or_path=None, model_config=TINY_DISTILBERT,
-                               tokenizer=tokenizer_dir, learning_rate=3e-3, warmup_steps=5,
+                               tokenizer_name_or_path=tokenizer_dir, learning_rate=3e-3, warmup_steps=5,
                                export_dir=str(tmp_path / "rm"))
     trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)

@@ -10,7 +10,7 @@ def _fit(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, steps, **trainer_kw):
     L.seed_everything(0)
     dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="lm", block_size=32,
                         batch_size=8, val_size=20, max_train_samples=40)
-    module = SFTModule(model_name_or_path=None, model_config=tiny_gpt2, tokenizer=tokenizer_dir,
+    module = SFTModule(model_name_or_path=None, model_config=tiny_gpt2, tokenizer_name_or_path=tokenizer_dir,
                        learning_rate=3e-3, warmup_steps=2, export_dir=str(tmp_path / "export"))
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
@@ -36,7 +36,7 @@ def test_sft_lowers_the_loss_and_exports_for_pipeline(tiny_gpt2, tokenizer_dir, 
 
 
 def test_padding_is_ignored_in_the_loss(tiny_gpt2, tokenizer_dir):
-    module = SFTModule(model_name_or_path=None, model_config=tiny_gpt2, tokenizer=tokenizer_dir).eval()
+    module = SFTModule(model_name_or_path=None, model_config=tiny_gpt2, tokenizer_name_or_path=tokenizer_dir).eval()
     ids = torch.randint(2, 300, (1, 6))
     plain, _ = module._loss({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
     padded_ids = torch.cat([torch.full((1, 3), 1), ids], dim=1)

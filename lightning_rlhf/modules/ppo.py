@@ -43,7 +43,7 @@ class PPOModule(L.LightningModule):
         policy_name_or_path: Hub id or folder of the policy (the SFT export); ignored with
             policy_config.
         policy_config: Config fields of a randomly initialised policy (tests, benchmarks).
-        tokenizer: Tokenizer of the policy; defaults to policy_name_or_path.
+        tokenizer_name_or_path: Tokenizer of the policy; defaults to policy_name_or_path.
         ref_name_or_path: Frozen reference; defaults to the policy's source. It is reloaded from
             its source on resume instead of being stored in checkpoints.
         reward_model: Hub id or folder of a sequence classifier scoring prompt + response.
@@ -98,7 +98,7 @@ class PPOModule(L.LightningModule):
         self,
         policy_name_or_path: str | None = "gpt2",
         policy_config: dict[str, Any] | None = None,
-        tokenizer: str | None = None,
+        tokenizer_name_or_path: str | None = None,
         ref_name_or_path: str | None = None,
         reward_model: str | None = "lvwerra/distilbert-imdb",
         reward_fn: str | None = None,
@@ -152,7 +152,7 @@ class PPOModule(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are not in checkpoints
-        self.tokenizer = load_tokenizer(tokenizer or policy_name_or_path)
+        self.tokenizer = load_tokenizer(tokenizer_name_or_path or policy_name_or_path)
         lm = load_causal_lm(policy_name_or_path, policy_config, init_seed)
         if gradient_checkpointing:
             lm.gradient_checkpointing_enable()

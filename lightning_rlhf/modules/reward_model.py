@@ -23,7 +23,7 @@ class RewardModelModule(L.LightningModule):
             (ignored if model_config).
         model_config: Config fields for a randomly initialised classifier, e.g.
             ``{"model_type": "distilbert", "n_layers": 2, "dim": 128, "hidden_dim": 512}``.
-        tokenizer: Hub id or folder of the tokenizer; defaults to model_name_or_path.
+        tokenizer_name_or_path: Hub id or folder of the tokenizer; defaults to model_name_or_path.
         learning_rate: Peak AdamW learning rate.
         weight_decay: AdamW weight decay on weight matrices.
         warmup_steps: Linear warmup steps.
@@ -36,7 +36,7 @@ class RewardModelModule(L.LightningModule):
         self,
         model_name_or_path: str | None = "distilbert-base-uncased",
         model_config: dict[str, Any] | None = None,
-        tokenizer: str | None = None,
+        tokenizer_name_or_path: str | None = None,
         learning_rate: float = 2e-5,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -46,7 +46,7 @@ class RewardModelModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.tokenizer = load_tokenizer(tokenizer or model_name_or_path)
+        self.tokenizer = load_tokenizer(tokenizer_name_or_path or model_name_or_path)
         self.model = load_sequence_classifier(model_name_or_path, model_config, init_seed, num_labels=2)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id

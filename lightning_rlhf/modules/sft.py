@@ -23,7 +23,7 @@ class SFTModule(L.LightningModule):
         model_name_or_path: Hub id or local folder of the causal LM (ignored if model_config).
         model_config: Config fields for a randomly initialised model, e.g.
             ``{"model_type": "gpt2", "n_layer": 4, "n_head": 4, "n_embd": 256}``.
-        tokenizer: Hub id or folder of the tokenizer; defaults to model_name_or_path.
+        tokenizer_name_or_path: Hub id or folder of the tokenizer; defaults to model_name_or_path.
         learning_rate: Peak AdamW learning rate.
         weight_decay: AdamW weight decay on weight matrices.
         warmup_steps: Linear warmup steps.
@@ -37,7 +37,7 @@ class SFTModule(L.LightningModule):
         self,
         model_name_or_path: str | None = "gpt2",
         model_config: dict[str, Any] | None = None,
-        tokenizer: str | None = None,
+        tokenizer_name_or_path: str | None = None,
         learning_rate: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -47,7 +47,7 @@ class SFTModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.tokenizer = load_tokenizer(tokenizer or model_name_or_path)
+        self.tokenizer = load_tokenizer(tokenizer_name_or_path or model_name_or_path)
         self.model = load_causal_lm(model_name_or_path, model_config, seed=init_seed)
         vocab = self.model.get_input_embeddings().num_embeddings
         if len(self.tokenizer) > vocab:
@@ -57,6 +57,14 @@ class SFTModule(L.LightningModule):
             )
         self.train_loss = MeanMetric()
         self.val_nll = MeanMetric()
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "tokenizer") and len(dm.tokenizer) != len(self.tokenizer):
+            raise ValueError(
+                f"the data module's tokenizer ({len(dm.tokenizer)} tokens) is not the model's "
+                f"({len(self.tokenizer)} tokens); set data.tokenizer to the model's tokenizer"
+            )
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         mask = batch["attention_mask"]
