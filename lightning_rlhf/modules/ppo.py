@@ -22,6 +22,7 @@ from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_rlhf.models.lora import apply_lora, is_lora
 from lightning_rlhf.models.value_head import PolicyWithValueHead, response_logprobs
+from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, adamw_with_schedule
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
 from lightning_rlhf.rl.advantages import explained_variance
@@ -189,13 +190,7 @@ class PPOModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        missing = [k for k in self.state_dict() if k not in checkpoint["state_dict"]]
-        if "ppo" not in checkpoint or missing:
-            raise ValueError(
-                "this checkpoint was not written by PPOModule (missing: "
-                f"{(['ppo'] if 'ppo' not in checkpoint else []) + missing[:3]}); resume a PPO run "
-                "with its own last.ckpt, or start PPO from an exported SFT folder instead"
-            )
+        require_own_checkpoint(self, checkpoint, marker="ppo")
         self.kl_ctl.load_state_dict(checkpoint["ppo"]["kl_ctl"])
         self.guard.load_state_dict(checkpoint["ppo"]["guard"])
         self.ratio_skips = checkpoint["ppo"]["ratio_skips"]
@@ -222,11 +217,7 @@ class PPOModule(L.LightningModule):
                 f"({self.hparams.response_max_tokens}) exceeds the policy's context of {context} "
                 f"positions; shorten prompts or responses"
             )
-        if dm is not None and hasattr(dm, "tokenizer") and len(dm.tokenizer) != len(self.tokenizer):
-            raise ValueError(
-                f"the data module's tokenizer ({len(dm.tokenizer)} tokens) is not the policy's "
-                f"({len(self.tokenizer)} tokens); set data.tokenizer to the policy's tokenizer"
-            )
+        require_same_tokenizer(self, self.tokenizer)
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams

@@ -12,6 +12,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Sco
 
 from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.models.loading import load_sequence_classifier, load_tokenizer
+from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
 
 
@@ -54,6 +55,12 @@ class RewardModelModule(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss = MeanMetric()
+
+    def setup(self, stage: str) -> None:
+        require_same_tokenizer(self, self.tokenizer)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        require_own_checkpoint(self, checkpoint)
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
+from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
 from lightning_rlhf.rl.logprobs import left_pad_position_ids
 
@@ -59,12 +60,7 @@ class SFTModule(L.LightningModule):
         self.val_nll = MeanMetric()
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "tokenizer") and len(dm.tokenizer) != len(self.tokenizer):
-            raise ValueError(
-                f"the data module's tokenizer ({len(dm.tokenizer)} tokens) is not the model's "
-                f"({len(self.tokenizer)} tokens); set data.tokenizer to the model's tokenizer"
-            )
+        require_same_tokenizer(self, self.tokenizer)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         mask = batch["attention_mask"]
@@ -111,6 +107,7 @@ class SFTModule(L.LightningModule):
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        require_own_checkpoint(self, checkpoint)
         self._pending_rng = checkpoint.get("rng")
 
     def on_train_start(self) -> None:
