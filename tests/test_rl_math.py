@@ -117,3 +117,13 @@ def test_logprobs_use_the_temperature():
 def test_left_pad_position_ids():
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
     assert left_pad_position_ids(mask).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
+
+
+def test_left_to_right_padding():
+    from lightning_rlhf.rl.masking import left_to_right_padding
+
+    ids = torch.tensor([[0, 0, 5, 6, 7, 0], [8, 9, 1, 2, 0, 0]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
+    new_ids, new_mask = left_to_right_padding(ids, mask, pad_token_id=0)
+    assert new_ids.tolist() == [[5, 6, 7, 0, 0, 0], [8, 9, 1, 2, 0, 0]]
+    assert new_mask.tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]]

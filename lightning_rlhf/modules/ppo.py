@@ -168,6 +168,7 @@ class PPOModule(L.LightningModule):
         disable_dropout(self.policy)
         self.reward, self.reward_call = build_reward(reward_model, reward_fn, positive_label,
                                                      reward_output, reward_batch_size)
+        self.score_ids = self.reward is not None and self.reward.shares_vocabulary(self.tokenizer)
         self.score_norm = ScoreNormalizer(normalize_scores, score_clip)
         self.kl_ctl = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if adaptive_kl
                        else FixedKLController(kl_coef))
@@ -251,9 +252,14 @@ class PPOModule(L.LightningModule):
         responses = responses.masked_fill(response_mask == 0, tok.pad_token_id)
         t1 = self._clock()
 
-        prompts = decode_responses(tok, queries.masked_fill(query_mask == 0, tok.pad_token_id))
-        texts = decode_responses(tok, responses, response_mask)
-        scores = self.reward_call(prompts, texts).to(self.device)
+        input_ids = torch.cat([queries, responses], dim=-1)
+        mask = torch.cat([query_mask, response_mask], dim=-1)
+        if self.score_ids:  # same vocabulary: no decode and re-tokenize
+            scores = self.reward_call.check(self.reward.score_ids(input_ids, mask))
+        else:
+            prompts = decode_responses(tok, queries.masked_fill(query_mask == 0, tok.pad_token_id))
+            texts = decode_responses(tok, responses, response_mask)
+            scores = self.reward_call(prompts, texts).to(self.device)
         if hp.stop_at_eos and hp.missing_eos_penalty is not None:
             missing = ~ends_with_eos(responses, response_mask, eos)
             scores = scores - hp.missing_eos_penalty * missing.float()
@@ -262,8 +268,6 @@ class PPOModule(L.LightningModule):
         scores = self.score_norm(scores)
         t2 = self._clock()
 
-        input_ids = torch.cat([queries, responses], dim=-1)
-        mask = torch.cat([query_mask, response_mask], dim=-1)
         micro = hp.micro_batch_size
         logprobs, values = response_logprobs(self.policy, input_ids, mask, responses, hp.temperature, micro)
         ref_model = self.ref_model if self.ref_model is not None else self.policy.lm

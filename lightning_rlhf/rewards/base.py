@@ -49,7 +49,11 @@ class ValidatedReward:
         self.validated = False
 
     def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        out = self.fn(prompts, responses)
+        return self.check(self.fn(prompts, responses), prompts, responses)
+
+    def check(self, out, prompts: list[str] | None = None, responses: list[str] | None = None) -> torch.Tensor:
+        """Validate scores ``out`` computed for ``len(prompts)`` samples (or for ids, without texts)."""
+        n = len(prompts) if prompts is not None else len(out)
         try:
             scores = torch.as_tensor(out, dtype=torch.float32)
         except (TypeError, ValueError) as err:
@@ -57,17 +61,18 @@ class ValidatedReward:
                 f"reward function '{self.name}' returned {type(out).__name__}; return a float "
                 f"tensor or list with one score per sample"
             ) from err
-        if scores.shape != (len(prompts),):
+        if scores.shape != (n,):
             raise ValueError(
                 f"reward function '{self.name}' returned shape {tuple(scores.shape)} for "
-                f"{len(prompts)} samples; it must return one score per sample, shape ({len(prompts)},)"
+                f"{n} samples; it must return one score per sample, shape ({n},)"
             )
         bad = ~torch.isfinite(scores)
         if bad.any() and not self.validated:
             i = int(bad.nonzero()[0])
+            where = f": prompt={prompts[i]!r} response={responses[i]!r}" if prompts is not None else ""
             raise ValueError(
                 f"reward function '{self.name}' returned a non-finite score ({scores[i].item()}) for "
-                f"sample {i}: prompt={prompts[i]!r} response={responses[i]!r}"
+                f"sample {i}{where}"
             )
         self.validated = True
         return scores

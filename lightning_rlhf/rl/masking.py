@@ -45,3 +45,26 @@ def ends_with_eos(
         return torch.zeros(responses.shape[0], dtype=torch.bool, device=responses.device)
     last = responses.gather(-1, last_token_index(response_mask).unsqueeze(-1)).squeeze(-1)
     return last == eos_token_id
+
+
+def left_to_right_padding(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's real tokens to the front: ``[p p a b c p] -> [a b c p p p]``.
+
+    Rows must be padding, then one contiguous run of real tokens, then padding (a left-padded
+    query followed by a response masked after its stop). Encoder classifiers expect this layout.
+
+    Args:
+        input_ids, attention_mask: (b, t).
+    Returns:
+        ids and mask of shape (b, t), right-padded.
+    """
+    t = input_ids.shape[1]
+    leading = (attention_mask.cumsum(-1) == 0).sum(-1, keepdim=True)
+    index = torch.arange(t, device=input_ids.device).unsqueeze(0) + leading
+    inside = index < t
+    index = index.clamp(max=t - 1)
+    mask = attention_mask.gather(1, index) * inside
+    ids = input_ids.gather(1, index).masked_fill(mask == 0, pad_token_id)
+    return ids, mask
