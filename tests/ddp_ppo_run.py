@@ -46,7 +46,8 @@ class Probe(L.Callback):
         pl_module.rollout = capture
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        ro, mask = self.last, self.last.response_mask.double()
+        ro = self.last[0]  # rollout() returns (Rollout, reused forward or None)
+        mask = ro.response_mask.double()
         adv = ro.advantages.double()
         self.record["steps"].append({
             "prompts": batch["input_ids"].tolist(),

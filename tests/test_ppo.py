@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import lightning_rlhf.modules.ppo as ppo_mod
+import lightning_rlhf.modules.ppo_update as update_mod
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.modules import PPOModule
 from lightning_rlhf.rl.logprobs import logprobs_from_logits
@@ -58,13 +59,13 @@ def test_frozen_models_are_not_checkpointed(tiny_gpt2, tokenizer_dir, tiny_class
 
 def test_first_minibatch_ratio_is_one(tiny_gpt2, tokenizer_dir, imdb_dir, monkeypatch, tmp_path):
     seen = []
-    original = ppo_mod.ppo_loss
+    original = update_mod.ppo_loss
 
     def spy(logprobs, entropy, values, old_logprobs, *args):
         seen.append((logprobs - old_logprobs).detach())
         return original(logprobs, entropy, values, old_logprobs, *args)
 
-    monkeypatch.setattr(ppo_mod, "ppo_loss", spy)
+    monkeypatch.setattr(update_mod, "ppo_loss", spy)
     module = make_ppo(tiny_gpt2, tokenizer_dir, ppo_epochs=2, num_mini_batches=2,
                       reward_fn="test_ppo:char_count")
     trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
@@ -131,3 +132,28 @@ def test_lora_policy_uses_itself_without_adapter_as_reference(tiny_gpt2, tokeniz
     assert abs(kls[-1]) > 1e-6, "after updates the adapter moves the policy away from the reference"
     gen = pipeline("text-generation", model=str(tmp_path / "export"))
     assert gen("the movie", max_new_tokens=2)[0]["generated_text"].startswith("the movie")
+
+
+def test_fused_first_forward_gives_the_same_training(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
+    states, seen = {}, []
+    original = ppo_mod.ppo_update
+
+    def spy(module, ro, first=None):
+        if first is not None:
+            logprobs = logprobs_from_logits(first[0], ro.responses, module.hparams.temperature)
+            seen.append((logprobs - ro.logprobs).abs().max().item())
+        return original(module, ro, first)
+
+    ppo_mod.ppo_update = spy
+    try:
+        for fuse in (True, False):
+            module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2,
+                              fuse_first_forward=fuse)
+            L.Trainer(max_steps=2 * 3, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                      enable_progress_bar=False, enable_model_summary=False).fit(module, make_dm(imdb_dir, tokenizer_dir))
+            states[fuse] = module.state_dict()
+    finally:
+        ppo_mod.ppo_update = original
+    assert seen == [0.0, 0.0, 0.0], "the reused forward gives a policy/old ratio of exactly 1"
+    for name, value in states[True].items():
+        torch.testing.assert_close(value, states[False][name], atol=2e-5, rtol=1e-4, msg=name)

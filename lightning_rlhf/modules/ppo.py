@@ -23,13 +23,13 @@ from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_
 from lightning_rlhf.models.lora import apply_lora, is_lora
 from lightning_rlhf.models.value_head import PolicyWithValueHead, response_logprobs
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
+from lightning_rlhf.modules.ppo_update import ppo_update
 from lightning_rlhf.optim import Schedule, adamw_with_schedule
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
 from lightning_rlhf.rl.advantages import explained_variance
 from lightning_rlhf.rl.experience import build_rollout
 from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
-from lightning_rlhf.rl.logprobs import entropy_from_logits, logprobs_from_logits
-from lightning_rlhf.rl.losses import PPOLoss, ppo_loss
+from lightning_rlhf.rl.logprobs import logprobs_from_logits
 from lightning_rlhf.rl.masking import ends_with_eos, response_mask_after_stop
 from lightning_rlhf.rl.rollout import Rollout
 from lightning_rlhf.rl.sampling import sample_responses
@@ -90,6 +90,8 @@ class PPOModule(L.LightningModule):
         lora_alpha: LoRA scaling numerator.
         lora_target_modules: Module names to adapt; None = peft's default for the architecture.
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
+        fuse_first_forward: With one mini-batch and no micro-batching, reuse the rollout's
+            policy forward for the first update instead of running it twice.
         sampling_seed: Seed of the rollout generator (offset by the process rank).
         init_seed: Seed for random initialisation from policy_config.
         export_dir: Folder for the policy's ``save_pretrained`` export; default ``<log_dir>/export``.
@@ -140,6 +142,7 @@ class PPOModule(L.LightningModule):
         lora_alpha: int = 16,
         lora_target_modules: list[str] | None = None,
         gradient_checkpointing: bool = False,
+        fuse_first_forward: bool = True,
         sampling_seed: int = 0,
         init_seed: int = 0,
         export_dir: str | None = None,
@@ -237,8 +240,14 @@ class PPOModule(L.LightningModule):
 
     # -- the PPO iteration -------------------------------------------------------------------
     @torch.no_grad()
-    def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict) -> Rollout:
-        """Steps 1-4: sample, score, log-probs and values, rewards and advantages."""
+    def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict
+                ) -> tuple[Rollout, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Steps 1-4: sample, score, log-probs and values, rewards and advantages.
+
+        With a single mini-batch and no micro-batching, the policy forward that gives the
+        rollout's log-probs and values keeps its graph and is reused by the first update (one
+        forward fewer per iteration); it is returned as ``(logits, values)``, else None.
+        """
         hp, tok, gen = self.hparams, self.tokenizer, self._generator()
         eos = tok.eos_token_id if hp.stop_at_eos else None
         t0 = self._clock()
@@ -268,27 +277,33 @@ class PPOModule(L.LightningModule):
         scores = self.score_norm(scores)
         t2 = self._clock()
 
-        micro = hp.micro_batch_size
-        logprobs, values = response_logprobs(self.policy, input_ids, mask, responses, hp.temperature, micro)
+        micro, first = hp.micro_batch_size, None
+        if hp.fuse_first_forward and hp.num_mini_batches == 1 and (micro or len(queries)) >= len(queries):
+            with torch.enable_grad():
+                first = self.policy(input_ids, mask, responses.shape[1])
+            logprobs = logprobs_from_logits(first[0].detach(), responses, hp.temperature)
+            values = first[1].detach()
+        else:
+            logprobs, values = response_logprobs(self.policy, input_ids, mask, responses, hp.temperature, micro)
         ref_model = self.ref_model if self.ref_model is not None else self.policy.lm
         ref_logprobs, _ = response_logprobs(ref_model, input_ids, mask, responses, hp.temperature, micro,
                                             disable_adapter=self.ref_model is None)
         t3 = self._clock()
         timings.update({"time/generate": t1 - t0, "time/score": t2 - t1, "time/forward": t3 - t2})
-        return build_rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs,
-                             values, scores, self.kl_ctl.value, hp.kl_estimator, hp.gamma, hp.lam,
-                             hp.whiten_rewards)
+        ro = build_rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs, values,
+                           scores, self.kl_ctl.value, hp.kl_estimator, hp.gamma, hp.lam, hp.whiten_rewards)
+        return ro, first
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         timings: dict[str, float] = {}
-        ro = self.rollout(batch["input_ids"], batch["attention_mask"], timings)
+        ro, first = self.rollout(batch["input_ids"], batch["attention_mask"], timings)
         finite = all(bool(torch.isfinite(x).all()) for x in (ro.scores, ro.kl, ro.values))
         if not all_ranks_true(finite, self.device):
             self.guard.bad(self.global_step, "non-finite score, KL or value in the rollout")
             self.log("guard/skipped_steps", float(self.guard.skipped))
             return
         t0 = self._clock()
-        stats = self.update(ro)
+        stats = ppo_update(self, ro, first)
         timings["time/update"] = self._clock() - t0
         kl_per_seq = ro.kl.sum(-1)
         rlhf_reward = ro.scores - self.kl_ctl.value * kl_per_seq
@@ -313,70 +328,6 @@ class PPOModule(L.LightningModule):
                       sync_dist=self.trainer.world_size > 1)
         n_samples = ro.queries.shape[0] * self.trainer.world_size
         self.kl_ctl.update(float(global_mean(kl_per_seq)), n_samples)
-
-    def update(self, ro: Rollout) -> dict[str, torch.Tensor]:
-        """Step 5: ``ppo_epochs`` x shuffled mini-batches x gradient-accumulated micro-batches.
-
-        A mini-batch whose loss is not finite, or whose mean policy ratio exceeds
-        ``ratio_threshold``, is skipped (no optimizer step) and counted.
-        """
-        hp = self.hparams
-        opt, sched = self.optimizers(), self.lr_schedulers()
-        b, r = ro.responses.shape
-        mini = max(1, b // hp.num_mini_batches)
-        micro = hp.micro_batch_size or mini
-        input_ids, attention_mask = ro.input_ids(), ro.attention_mask()
-        records: dict[str, list[torch.Tensor]] = {}
-        any_step = False
-        for _ in range(hp.ppo_epochs):
-            order = torch.randperm(b, device=self.device, generator=self._generator())
-            for start in range(0, b, mini):
-                mb = order[start: start + mini]
-                opt.zero_grad()
-                ratios, finite = [], True
-                for m0 in range(0, len(mb), micro):
-                    idx = mb[m0: m0 + micro]
-                    logits, vpred = self.policy(input_ids[idx], attention_mask[idx], r)
-                    out = ppo_loss(
-                        logprobs_from_logits(logits, ro.responses[idx], hp.temperature),
-                        entropy_from_logits(logits, hp.temperature), vpred, ro.logprobs[idx],
-                        ro.values[idx], ro.advantages[idx], ro.returns[idx], ro.response_mask[idx],
-                        hp.cliprange, hp.cliprange_value, hp.vf_coef, hp.entropy_coef)
-                    finite = all_ranks_true(bool(torch.isfinite(out.loss)), self.device)
-                    if not finite:
-                        break
-                    self.manual_backward(out.loss * len(idx) / len(mb))
-                    ratios.append(out.policy.ratio_mean.detach())
-                    self._record(records, out)
-                if not finite:
-                    opt.zero_grad()
-                    self.guard.bad(self.global_step, "non-finite PPO loss")
-                    continue
-                ratio_ok = bool(torch.stack(ratios).mean() <= hp.ratio_threshold)
-                if not all_ranks_true(ratio_ok, self.device):
-                    opt.zero_grad()
-                    self.ratio_skips += 1
-                    continue
-                opt.step()
-                any_step = True
-                if sched is not None:
-                    sched.step()
-        if any_step:
-            self.guard.good()
-        stats = {k: torch.stack(v).mean() for k, v in records.items()}
-        if "policy/ratio_max" in records:
-            stats["policy/ratio_max"] = torch.stack(records["policy/ratio_max"]).max()
-        return stats
-
-    @staticmethod
-    def _record(records: dict[str, list[torch.Tensor]], out: PPOLoss) -> None:
-        for key, value in (("loss/total", out.loss), ("loss/policy", out.policy.loss),
-                           ("loss/value", out.value.loss), ("policy/entropy", out.entropy),
-                           ("policy/clipfrac", out.policy.clip_frac),
-                           ("policy/approxkl", out.policy.approx_kl),
-                           ("policy/ratio_max", out.policy.ratio_max),
-                           ("value/clipfrac", out.value.clip_frac)):
-            records.setdefault(key, []).append(value.detach())
 
     # -- helpers -----------------------------------------------------------------------------
     def _clock(self) -> float:  # phase timings must include queued GPU work
