@@ -149,11 +149,22 @@ def test_fused_first_forward_gives_the_same_training(tiny_gpt2, tokenizer_dir, i
         for fuse in (True, False):
             module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2,
                               fuse_first_forward=fuse)
-            L.Trainer(max_steps=2 * 3, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
-                      enable_progress_bar=False, enable_model_summary=False).fit(module, make_dm(imdb_dir, tokenizer_dir))
+            trainer = L.Trainer(max_steps=2 * 3, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                                enable_progress_bar=False, enable_model_summary=False)
+            trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
             states[fuse] = module.state_dict()
     finally:
         ppo_mod.ppo_update = original
     assert seen == [0.0, 0.0, 0.0], "the reused forward gives a policy/old ratio of exactly 1"
     for name, value in states[True].items():
         torch.testing.assert_close(value, states[False][name], atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_separate_critic_trains_its_own_trunk(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", separate_critic=True)
+    critic_before = {k: v.clone() for k, v in module.policy.critic.state_dict().items()}
+    L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+              enable_progress_bar=False).fit(module, make_dm(imdb_dir, tokenizer_dir))
+    moved = [k for k, v in module.policy.critic.state_dict().items() if not torch.equal(v, critic_before[k])]
+    assert moved, "the critic's trunk is trained through the value loss"
+    assert any(k.startswith("policy.critic.") for k in module.state_dict())

@@ -21,11 +21,14 @@ class PolicyWithValueHead(torch.nn.Module):
     Args:
         lm: a Hugging Face causal LM whose ``base_model`` output feeds ``get_output_embeddings()``
             directly (GPT-2, Llama, Mistral, ...).
+        critic: optional separate network (a causal LM whose trunk feeds the value head), as in
+            TRL's current PPO; it costs a second trunk forward and backward.
     """
 
-    def __init__(self, lm: PreTrainedModel) -> None:
+    def __init__(self, lm: PreTrainedModel, critic: PreTrainedModel | None = None) -> None:
         super().__init__()
         self.lm = lm
+        self.critic = critic
         self.value_head = torch.nn.Linear(lm.config.hidden_size, 1)
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
@@ -42,14 +45,19 @@ class PolicyWithValueHead(torch.nn.Module):
             response token t is sampled.
         """
         hf = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm  # peft
-        hidden = hf.base_model(
+        hidden = self._trunk(hf, input_ids, attention_mask)[:, -n_response - 1: -1]
+        logits = hf.get_output_embeddings()(hidden)
+        if self.critic is not None:
+            hidden = self._trunk(self.critic, input_ids, attention_mask)[:, -n_response - 1: -1]
+        values = self.value_head(hidden).squeeze(-1).float()
+        return logits, values
+
+    @staticmethod
+    def _trunk(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return model.base_model(
             input_ids=input_ids, attention_mask=attention_mask,
             position_ids=left_pad_position_ids(attention_mask), use_cache=False,
         ).last_hidden_state
-        hidden = hidden[:, -n_response - 1: -1]
-        logits = hf.get_output_embeddings()(hidden)
-        values = self.value_head(hidden).squeeze(-1).float()
-        return logits, values
 
 
 def response_logprobs(

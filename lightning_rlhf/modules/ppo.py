@@ -90,6 +90,8 @@ class PPOModule(L.LightningModule):
         lora_alpha: LoRA scaling numerator.
         lora_target_modules: Module names to adapt; None = peft's default for the architecture.
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
+        separate_critic: Train a separate value network (a copy of the initial policy) instead of a
+            value head on the policy's trunk; slower, as in TRL's current PPO.
         fuse_first_forward: With one mini-batch and no micro-batching, reuse the rollout's
             policy forward for the first update instead of running it twice.
         sampling_seed: Seed of the rollout generator (offset by the process rank).
@@ -142,6 +144,7 @@ class PPOModule(L.LightningModule):
         lora_alpha: int = 16,
         lora_target_modules: list[str] | None = None,
         gradient_checkpointing: bool = False,
+        separate_critic: bool = False,
         fuse_first_forward: bool = True,
         sampling_seed: int = 0,
         init_seed: int = 0,
@@ -167,7 +170,8 @@ class PPOModule(L.LightningModule):
             self.ref_model = load_causal_lm(ref_name_or_path or policy_name_or_path, policy_config, init_seed)
             self.ref_model.requires_grad_(False).eval()
             disable_dropout(self.ref_model)
-        self.policy = PolicyWithValueHead(lm)
+        critic = load_causal_lm(policy_name_or_path, policy_config, init_seed) if separate_critic else None
+        self.policy = PolicyWithValueHead(lm, critic)
         disable_dropout(self.policy)
         self.reward, self.reward_call = build_reward(reward_model, reward_fn, positive_label,
                                                      reward_output, reward_batch_size)
