@@ -119,7 +119,7 @@ def measure_floor(module: PPOModule, prompts: torch.Tensor, response_len: int, r
             with torch.no_grad():
                 adapter_off = policy.lm.disable_adapter() if module.ref_model is None else nullcontext()
                 with clock("ref_fwd"), adapter_off:
-                    ref(input_ids=ids, attention_mask=full)
+                    ref(input_ids=ids, attention_mask=full, logits_to_keep=response_len + 1)
                 with clock("reward_fwd"):
                     module.reward.model(input_ids=ids, attention_mask=full)
         with clock("optimizer_step"):
@@ -127,6 +127,12 @@ def measure_floor(module: PPOModule, prompts: torch.Tensor, response_len: int, r
             opt.zero_grad()
     med = {k: statistics.median(v[1:]) for k, v in clock.times.items()}  # first repeat warms up
     med["total"] = sum(med.values())
+    for _ in range(2):  # for reference, not in the floor: transformers' own sampling loop
+        with clock("hf_generate"), module.trainer.precision_plugin.forward_context(), torch.no_grad():
+            policy.lm.generate(input_ids=prompts, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0,
+                               temperature=0.7, max_new_tokens=response_len, min_new_tokens=response_len,
+                               pad_token_id=1)
+    med["hf_generate_reference_only"] = clock.times["hf_generate"][-1]
     return med
 
 

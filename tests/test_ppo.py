@@ -140,8 +140,7 @@ def test_fused_first_forward_gives_the_same_training(tiny_gpt2, tokenizer_dir, i
 
     def spy(module, ro, first=None):
         if first is not None:
-            logprobs = logprobs_from_logits(first[0], ro.responses, module.hparams.temperature)
-            seen.append((logprobs - ro.logprobs).abs().max().item())
+            seen.append((first[0] - ro.logprobs).abs().max().item())
         return original(module, ro, first)
 
     ppo_mod.ppo_update = spy

@@ -46,8 +46,9 @@ def held_out_prompts(data_path: str, tokenizer: str, n: int, seed: int, prompt_m
 def _logprobs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, responses: torch.Tensor,
               temperature: float) -> torch.Tensor:
     r = responses.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=left_pad_position_ids(mask)).logits
-    return logprobs_from_logits(logits[:, -r - 1: -1], responses, temperature)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=left_pad_position_ids(mask),
+                   logits_to_keep=r + 1).logits
+    return logprobs_from_logits(logits[:, :-1], responses, temperature)
 
 
 @torch.no_grad()

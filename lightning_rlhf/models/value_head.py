@@ -90,6 +90,6 @@ def response_logprobs(
                 values.append(v)
             else:
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=left_pad_position_ids(mask),
-                               use_cache=False).logits[:, -r - 1: -1]
+                               use_cache=False, logits_to_keep=r + 1).logits[:, :-1]
             logps.append(logprobs_from_logits(logits, responses[i: i + step], temperature))
     return torch.cat(logps), (torch.cat(values) if values else None)

@@ -23,13 +23,12 @@ from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_
 from lightning_rlhf.models.lora import apply_lora, is_lora
 from lightning_rlhf.models.value_head import PolicyWithValueHead, response_logprobs
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
-from lightning_rlhf.modules.ppo_update import ppo_update
+from lightning_rlhf.modules.ppo_update import policy_outputs, ppo_update
 from lightning_rlhf.optim import Schedule, adamw_with_schedule
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
 from lightning_rlhf.rl.advantages import explained_variance
 from lightning_rlhf.rl.experience import build_rollout
 from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
-from lightning_rlhf.rl.logprobs import logprobs_from_logits
 from lightning_rlhf.rl.masking import ends_with_eos, response_mask_after_stop
 from lightning_rlhf.rl.rollout import Rollout
 from lightning_rlhf.rl.sampling import sample_responses
@@ -250,7 +249,7 @@ class PPOModule(L.LightningModule):
 
         With a single mini-batch and no micro-batching, the policy forward that gives the
         rollout's log-probs and values keeps its graph and is reused by the first update (one
-        forward fewer per iteration); it is returned as ``(logits, values)``, else None.
+        forward fewer per iteration); it is returned as ``(logprobs, entropy, values)``, else None.
         """
         hp, tok, gen = self.hparams, self.tokenizer, self._generator()
         eos = tok.eos_token_id if hp.stop_at_eos else None
@@ -284,9 +283,8 @@ class PPOModule(L.LightningModule):
         micro, first = hp.micro_batch_size, None
         if hp.fuse_first_forward and hp.num_mini_batches == 1 and (micro or len(queries)) >= len(queries):
             with torch.enable_grad():
-                first = self.policy(input_ids, mask, responses.shape[1])
-            logprobs = logprobs_from_logits(first[0].detach(), responses, hp.temperature)
-            values = first[1].detach()
+                first = policy_outputs(self, input_ids, mask, responses)
+            logprobs, values = first[0].detach(), first[2].detach()
         else:
             logprobs, values = response_logprobs(self.policy, input_ids, mask, responses, hp.temperature, micro)
         ref_model = self.ref_model if self.ref_model is not None else self.policy.lm

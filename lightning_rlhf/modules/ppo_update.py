@@ -6,7 +6,7 @@ import lightning as L
 import torch
 
 from lightning_rlhf.distributed import all_ranks_true
-from lightning_rlhf.rl.logprobs import entropy_from_logits, logprobs_from_logits
+from lightning_rlhf.rl.logprobs import logprobs_and_entropy
 from lightning_rlhf.rl.losses import PPOLoss, ppo_loss
 from lightning_rlhf.rl.rollout import Rollout
 
@@ -16,11 +16,20 @@ RECORDED = {"loss/total": lambda o: o.loss, "loss/policy": lambda o: o.policy.lo
             "policy/ratio_max": lambda o: o.policy.ratio_max, "value/clipfrac": lambda o: o.value.clip_frac}
 
 
+def policy_outputs(module: L.LightningModule, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probs, entropies and values (each (b, r)) of ``responses`` under the current policy."""
+    hp = module.hparams
+    logits, values = module.policy(input_ids, attention_mask, responses.shape[1])
+    logprobs, entropy = logprobs_and_entropy(logits, responses, hp.temperature, hp.entropy_coef > 0)
+    return logprobs, entropy, values
+
+
 def ppo_update(module: L.LightningModule, ro: Rollout,
-               first: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+               first: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """``ppo_epochs`` x shuffled mini-batches x gradient-accumulated micro-batches.
 
-    ``first`` is the rollout's policy forward ``(logits (b, r, v), values (b, r))`` with its graph;
+    ``first`` is the rollout's ``policy_outputs`` (log-probs, entropies, values) with its graph;
     when given, the first mini-batch (the whole batch) uses it instead of a new forward. A
     mini-batch whose loss is not finite, or whose mean policy/old ratio exceeds
     ``ratio_threshold``, is skipped (no optimizer step) and counted; every rank agrees on skips.
@@ -30,7 +39,7 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
     """
     hp, device = module.hparams, module.device
     opt, sched = module.optimizers(), module.lr_schedulers()
-    b, r = ro.responses.shape
+    b = ro.responses.shape[0]
     mini = max(1, b // hp.num_mini_batches)
     micro = hp.micro_batch_size or mini
     input_ids, attention_mask = ro.input_ids(), ro.attention_mask()
@@ -45,10 +54,10 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
             ratios, finite = [], True
             for m0 in range(0, len(mb), micro):
                 idx = mb[m0: m0 + micro]
-                logits, vpred = first if reuse else module.policy(input_ids[idx], attention_mask[idx], r)
+                logprobs, entropy, vpred = first if reuse else policy_outputs(
+                    module, input_ids[idx], attention_mask[idx], ro.responses[idx])
                 out: PPOLoss = ppo_loss(
-                    logprobs_from_logits(logits, ro.responses[idx], hp.temperature),
-                    entropy_from_logits(logits, hp.temperature), vpred, ro.logprobs[idx], ro.values[idx],
+                    logprobs, entropy, vpred, ro.logprobs[idx], ro.values[idx],
                     ro.advantages[idx], ro.returns[idx], ro.response_mask[idx],
                     hp.cliprange, hp.cliprange_value, hp.vf_coef, hp.entropy_coef)
                 finite = all_ranks_true(bool(torch.isfinite(out.loss)), device)

@@ -41,3 +41,18 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
     """Entropy of ``softmax(logits / temperature)`` per position: (b, t, v) -> (b, t)."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def logprobs_and_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, entropy_grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both from one log-softmax over the vocabulary: (b, t, v), (b, t) -> (b, t), (b, t).
+
+    The entropy carries gradient only with ``entropy_grad`` (an entropy bonus); otherwise it is
+    a statistic and keeps no (b, t, v) tensor alive for backward.
+    """
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = -(logp.exp() * logp).sum(-1)
+    return token_logp, entropy
