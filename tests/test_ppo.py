@@ -132,6 +132,9 @@ def test_lora_policy_uses_itself_without_adapter_as_reference(tiny_gpt2, tokeniz
     assert abs(kls[-1]) > 1e-6, "after updates the adapter moves the policy away from the reference"
     gen = pipeline("text-generation", model=str(tmp_path / "export"))
     assert gen("the movie", max_new_tokens=2)[0]["generated_text"].startswith("the movie")
+    with module.policy.lm.disable_adapter():  # exporting merged a copy; the adapters are intact
+        pass
+    assert any("lora_" in n for n, _ in module.named_parameters())
 
 
 def test_fused_first_forward_gives_the_same_training(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):

@@ -8,6 +8,7 @@ advantages, 5. ``ppo_epochs`` x mini-batches x micro-batches of clipped updates,
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Literal
 
@@ -356,6 +357,8 @@ class PPOModule(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
             folder = default_export_folder(self.trainer, self.hparams.export_dir)
-            lm = self.policy.lm.merge_and_unload() if is_lora(self.policy.lm) else self.policy.lm
+            lm = self.policy.lm
+            if is_lora(lm):  # merge a copy: the module keeps training-ready adapters
+                lm = copy.deepcopy(lm).merge_and_unload()
             path = export_pretrained(lm, self.tokenizer, folder)
             rank_zero_info(f"exported the policy (without value head) and tokenizer to {path}")
