@@ -25,3 +25,12 @@ def global_mean(x: torch.Tensor) -> torch.Tensor:
     if _group_running():
         dist.all_reduce(total)
     return total[0] / total[1]
+
+
+def gather_flat(x: torch.Tensor) -> torch.Tensor:
+    """All processes' ``x`` (same shape on every rank) concatenated into one 1-D tensor."""
+    if not _group_running():
+        return x.reshape(-1)
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts).reshape(-1)

@@ -38,7 +38,7 @@ def generate_texts(
 
 def decode_responses(tokenizer: PreTrainedTokenizerBase, responses: torch.Tensor,
                      response_mask: torch.Tensor | None = None) -> list[str]:
-    """Decode (b, r) responses up to their stop (inclusive of nothing after the mask)."""
+    """Decode (b, r) responses, each cut to its ``response_mask`` length when one is given."""
     rows = []
     for i, row in enumerate(responses.tolist()):
         n = int(response_mask[i].sum()) if response_mask is not None else len(row)

@@ -170,3 +170,41 @@ def test_separate_critic_trains_its_own_trunk(tiny_gpt2, tokenizer_dir, imdb_dir
     moved = [k for k, v in module.policy.critic.state_dict().items() if not torch.equal(v, critic_before[k])]
     assert moved, "the critic's trunk is trained through the value loss"
     assert any(k.startswith("policy.critic.") for k in module.state_dict())
+
+
+def zero_reward(prompts, responses):
+    return [0.0] * len(responses)
+
+
+def test_missing_eos_penalty_and_stop_masking(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:zero_reward", stop_at_eos=True,
+                      missing_eos_penalty=1.0, temperature=3.0, response_min_tokens=12, response_max_tokens=12)
+    eos = module.tokenizer.eos_token_id
+    with torch.no_grad():  # make EOS likely, so some responses stop and some do not
+        module.policy.lm.lm_head.weight[eos] += 0.3 * module.policy.lm.lm_head.weight.abs().max()
+    dm = make_dm(imdb_dir, tokenizer_dir, batch_size=16)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    ro, _ = module.rollout(batch["input_ids"], batch["attention_mask"], {})
+    ended = (ro.responses == eos).any(-1)
+    assert ended.any() and not ended.all()
+    torch.testing.assert_close(ro.scores, -(~ended).float())
+    for row, mask in zip(ro.responses, ro.response_mask, strict=True):
+        n = int(mask.sum())
+        assert (row[n:] == module.tokenizer.pad_token_id).all()
+        if (row[:n] == eos).any():
+            assert row[n - 1] == eos and (row[: n - 1] != eos).all()
+
+
+def test_score_normalisation_is_fitted_once_and_checkpointed(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", normalize_scores=True)
+    dm = make_dm(imdb_dir, tokenizer_dir, batch_size=16)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    ro, _ = module.rollout(batch["input_ids"], batch["attention_mask"], {})
+    assert bool(module.score_norm.fitted)
+    assert abs(ro.scores.mean().item()) < 1e-5 and abs(ro.scores.std().item() - 1) < 1e-4
+    shift = module.score_norm.shift.item()
+    module.rollout(batch["input_ids"], batch["attention_mask"], {})
+    assert module.score_norm.shift.item() == shift, "fitted on the initial policy only"
+    assert "score_norm.shift" in module.state_dict() and "score_norm.scale" in module.state_dict()

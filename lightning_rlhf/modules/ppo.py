@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_rlhf.distributed import all_ranks_true, global_mean
+from lightning_rlhf.distributed import all_ranks_true, gather_flat, global_mean
 from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.generation import decode_responses, encode_prompts
 from lightning_rlhf.guard import NonFiniteGuard
@@ -277,7 +277,7 @@ class PPOModule(L.LightningModule):
             missing = ~ends_with_eos(responses, response_mask, eos)
             scores = scores - hp.missing_eos_penalty * missing.float()
         if self.score_norm.enabled and not self.score_norm.fitted:
-            self.score_norm.fit(self.all_gather(scores).reshape(-1))
+            self.score_norm.fit(gather_flat(scores))
         scores = self.score_norm(scores)
         t2 = self._clock()
 

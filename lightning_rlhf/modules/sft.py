@@ -56,7 +56,6 @@ class SFTModule(L.LightningModule):
                 f"tokenizer has {len(self.tokenizer)} tokens but the model embeds only {vocab}; "
                 f"set model_config.vocab_size >= {len(self.tokenizer)} or use the model's tokenizer"
             )
-        self.train_loss = MeanMetric()
         self.val_nll = MeanMetric()
 
     def setup(self, stage: str) -> None:
@@ -82,7 +81,6 @@ class SFTModule(L.LightningModule):
                 f"non-finite SFT loss ({loss.item()}) at step {self.global_step}; lower the "
                 f"learning rate, or use bf16-mixed instead of 16-mixed"
             )
-        self.train_loss(loss.detach())
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
         return loss
