@@ -152,10 +152,14 @@ class PPOModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if not 1 <= response_min_tokens <= response_max_tokens:
-            raise ValueError("need 1 <= response_min_tokens <= response_max_tokens")
+            raise ValueError(f"response length range [{response_min_tokens}, {response_max_tokens}] is empty; "
+                             f"set 1 <= response_min_tokens <= response_max_tokens")
         if (reward_model is None) == (reward_fn is None):
-            raise ValueError(
-                "set exactly one of reward_model (a classifier) and reward_fn (an import path)")
+            raise ValueError("set exactly one of reward_model (a classifier) and reward_fn (an import path); "
+                             "to use reward_fn, also set reward_model: null")
+        if lora_r > 0 and ref_name_or_path is not None:
+            raise ValueError("with lora_r > 0 the reference is the policy without its adapter; "
+                             "remove ref_name_or_path")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are not in checkpoints
