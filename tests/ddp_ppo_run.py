@@ -44,6 +44,13 @@ class Probe(L.Callback):
             return self.last
 
         pl_module.rollout = capture
+        update = pl_module.kl_ctl.update
+
+        def record_kl(current_kl, n_steps):
+            self.kl_fed = current_kl
+            return update(current_kl, n_steps)
+
+        pl_module.kl_ctl.update = record_kl
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         ro = self.last[0]  # rollout() returns (Rollout, reused forward or None)
@@ -53,6 +60,8 @@ class Probe(L.Callback):
             "prompts": batch["input_ids"].tolist(),
             "checksum": float(sum(p.double().sum() for p in pl_module.policy.parameters())),
             "kl_coef": pl_module.kl_ctl.value,
+            "kl_fed": self.kl_fed,
+            "local_kl": ro.kl.sum(-1).mean().item(),
             "logged_score": trainer.callback_metrics["reward/score"].item(),
             "local_score": ro.scores.mean().item(),
             "adv": [float((adv * mask).sum()), float((adv * adv * mask).sum()), float(mask.sum())],

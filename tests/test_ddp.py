@@ -22,7 +22,9 @@ def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir):
     for s0, s1 in zip(r0["steps"], r1["steps"], strict=True):
         assert s0["prompts"] != s1["prompts"]
         assert s0["checksum"] == s1["checksum"], "weights are identical on both ranks after each step"
-        assert s0["kl_coef"] == s1["kl_coef"], "the adaptive KL update uses the global KL"
+        assert s0["kl_coef"] == s1["kl_coef"]
+        assert s0["kl_fed"] == s1["kl_fed"], "the adaptive KL update uses the global KL"
+        assert math.isclose(s0["kl_fed"], (s0["local_kl"] + s1["local_kl"]) / 2, rel_tol=1e-5, abs_tol=1e-9)
         assert s0["logged_score"] == s1["logged_score"], "logged metrics are synced"
         assert math.isclose(s0["logged_score"], (s0["local_score"] + s1["local_score"]) / 2, rel_tol=1e-5)
         total, total_sq, count = (a + b for a, b in zip(s0["adv"], s1["adv"], strict=True))

@@ -63,3 +63,24 @@ def test_ratio_explosion_skips_the_minibatch(tiny_gpt2, tokenizer_dir, imdb_dir,
     assert trainer.callback_metrics["guard/ratio_skips"] == 4
     for name, value in module.state_dict().items():
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
+def test_nonfinite_loss_skips_the_update(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, monkeypatch):
+    import lightning_rlhf.modules.ppo_update as update_mod
+
+    original = update_mod.ppo_loss
+
+    def nan_loss(*args):
+        out = original(*args)
+        return out._replace(loss=out.loss * float("nan"))
+
+    monkeypatch.setattr(update_mod, "ppo_loss", nan_loss)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", max_bad_steps=10)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    trainer = L.Trainer(max_steps=1, max_epochs=1, limit_train_batches=2, logger=False, default_root_dir=tmp_path,
+                        enable_progress_bar=False, enable_checkpointing=False)
+    with pytest.warns(UserWarning, match="non-finite PPO loss"):
+        trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
+    assert trainer.global_step == 0 and module.guard.skipped == 2
+    for name, value in module.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
