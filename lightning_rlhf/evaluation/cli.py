@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     results = evaluate_policies(policies, args.reference, reward, prompts, args.max_new_tokens,
                                 args.temperature, args.batch_size, args.seed, args.stop_at_eos,
                                 args.device)
-    config = {k: v for k, v in vars(args).items() if k not in ("policy",)} | {"policies": policies}
+    resolved = {name: str(Path(p).resolve()) if Path(p).exists() else p for name, p in policies.items()}
+    config = {k: v for k, v in vars(args).items() if k not in ("policy",)} | {"policies": resolved}
     report = write_report(results, prompts, args.out, config, args.run_logdir)
     for r in results:
         f = r.figures
