@@ -47,3 +47,11 @@ def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+
+
+def configure_adamw(module, model: torch.nn.Module) -> dict:
+    """``configure_optimizers`` for a module with ``learning_rate``, ``weight_decay``,
+    ``warmup_steps`` and ``lr_schedule`` hyperparameters, scheduled over the whole fit."""
+    hp = module.hparams
+    return adamw_with_schedule(decay_groups(model, hp.weight_decay), hp.learning_rate, hp.weight_decay,
+                               hp.warmup_steps, int(module.trainer.estimated_stepping_batches), hp.lr_schedule)

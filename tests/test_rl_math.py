@@ -140,3 +140,31 @@ def test_left_to_right_padding():
     new_ids, new_mask = left_to_right_padding(ids, mask, pad_token_id=0)
     assert new_ids.tolist() == [[5, 6, 7, 0, 0, 0], [8, 9, 1, 2, 0, 0]]
     assert new_mask.tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]]
+
+
+class _AlwaysToken(torch.nn.Module):
+    """A stand-in causal LM whose next token is always ``token``; counts its forward calls."""
+
+    def __init__(self, token: int, vocab: int = 5) -> None:
+        super().__init__()
+        self.token, self.vocab, self.calls = token, vocab, 0
+
+    def forward(self, input_ids, attention_mask, position_ids, past_key_values=None, use_cache=True):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        logits = torch.full((*input_ids.shape, self.vocab), -1e4)
+        logits[..., self.token] = 0.0
+        return SimpleNamespace(logits=logits, past_key_values=None)
+
+
+def test_sampling_stops_early_once_every_row_has_ended():
+    from lightning_rlhf.rl.sampling import sample_responses
+
+    ids, mask = torch.tensor([[0, 3], [2, 3]]), torch.tensor([[0, 1], [1, 1]])
+    model = _AlwaysToken(token=4)
+    out = sample_responses(model, ids, mask, max_new_tokens=10, eos_token_id=4, pad_token_id=0)
+    assert out.tolist() == [[4], [4]] and model.calls == 1
+    model = _AlwaysToken(token=2)
+    out = sample_responses(model, ids, mask, max_new_tokens=3, eos_token_id=4, pad_token_id=0)
+    assert out.shape == (2, 3) and model.calls == 3

@@ -7,6 +7,19 @@ from dataclasses import dataclass
 import torch
 
 
+def pad_rows(rows: list[dict], pad_token_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad ``input_ids`` lists to the longest row: ids and attention mask, both (b, t)."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        span = slice(width - n, width) if left else slice(0, n)
+        ids[i, span] = torch.tensor(r["input_ids"], dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
 @dataclass
 class LMBlockCollator:
     """Stack equal-length token blocks: ``input_ids``, ``attention_mask``, ``labels``, all (b, t)."""
@@ -26,13 +39,7 @@ class LeftPadCollator:
     pad_token_id: int
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, width - n:] = torch.tensor(r["input_ids"], dtype=torch.long)
-            mask[i, width - n:] = 1
+        ids, mask = pad_rows(rows, self.pad_token_id, left=True)
         return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -43,12 +50,6 @@ class ClassificationCollator:
     pad_token_id: int
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"], dtype=torch.long)
-            mask[i, :n] = 1
+        ids, mask = pad_rows(rows, self.pad_token_id, left=False)
         labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}

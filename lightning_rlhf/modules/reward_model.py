@@ -13,7 +13,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Sco
 from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.models.loading import load_sequence_classifier, load_tokenizer
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
-from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
+from lightning_rlhf.optim import Schedule, configure_adamw
 
 
 class RewardModelModule(L.LightningModule):
@@ -107,11 +107,7 @@ class RewardModelModule(L.LightningModule):
         self.test_metrics.reset()
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return adamw_with_schedule(
-            decay_groups(self.model, hp.weight_decay), hp.learning_rate, hp.weight_decay,
-            hp.warmup_steps, int(self.trainer.estimated_stepping_batches), hp.lr_schedule,
-        )
+        return configure_adamw(self, self.model)
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:

@@ -13,7 +13,7 @@ from lightning_rlhf.export import default_export_folder, export_pretrained
 from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
-from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
+from lightning_rlhf.optim import Schedule, configure_adamw
 from lightning_rlhf.rl.logprobs import left_pad_position_ids
 
 
@@ -116,11 +116,7 @@ class SFTModule(L.LightningModule):
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return adamw_with_schedule(
-            decay_groups(self.model, hp.weight_decay), hp.learning_rate, hp.weight_decay,
-            hp.warmup_steps, int(self.trainer.estimated_stepping_batches), hp.lr_schedule,
-        )
+        return configure_adamw(self, self.model)
 
     def sample_rows(
         self, prompts: list[str], max_new_tokens: int, temperature: float, seed: int
