@@ -115,13 +115,14 @@ def test_logprobs_use_the_temperature():
 
 
 def test_logprobs_and_entropy_in_one_pass():
-    from lightning_rlhf.rl.logprobs import entropy_from_logits, logprobs_and_entropy
+    from lightning_rlhf.rl.logprobs import logprobs_and_entropy
 
     logits = torch.tensor([[[2.0, 0.0], [0.0, 0.0]]], requires_grad=True)
     tokens = torch.tensor([[0, 1]])
     logp, ent = logprobs_and_entropy(logits, tokens, temperature=2.0)
     torch.testing.assert_close(logp, logprobs_from_logits(logits, tokens, 2.0))
-    torch.testing.assert_close(ent, entropy_from_logits(logits, 2.0))
+    p = math.e / (math.e + 1)  # softmax([2, 0] / 2)
+    assert ent[0, 0].item() == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)))
     assert ent[0, 1].item() == pytest.approx(math.log(2))  # uniform over two tokens
     assert logp.requires_grad and not ent.requires_grad
     assert logprobs_and_entropy(logits, tokens, entropy_grad=True)[1].requires_grad

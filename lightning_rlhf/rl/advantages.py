@@ -6,10 +6,6 @@ import torch
 import torch.distributed as dist
 
 
-def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum()
-
-
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of ``x`` over entries where ``mask`` is 1 (all, or along ``dim``)."""
     if dim is None:
