@@ -76,8 +76,9 @@ class Probe(L.Callback):
 if __name__ == "__main__":
     out, tokenizer_dir, imdb_dir = sys.argv[1:4]
     tiny = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
+    # 2 epochs of 1 mini-batch: the first update reuses the rollout forward, the second does not
     module = make_ppo(tiny, tokenizer_dir, reward_fn="test_ppo:char_count", export_dir=f"{out}/export",
-                      num_mini_batches=2)
+                      ppo_epochs=2)
     logger = L.pytorch.loggers.TensorBoardLogger(save_dir=f"{out}/logs", name="ddp")
     trainer = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=3 * 2, logger=logger,
                         callbacks=[Probe(), SampleTableLogger(prompts=["a"], max_new_tokens=2,

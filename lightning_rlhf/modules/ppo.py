@@ -249,7 +249,7 @@ class PPOModule(L.LightningModule):
     # -- the PPO iteration -------------------------------------------------------------------
     @torch.no_grad()
     def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict
-                ) -> tuple[Rollout, tuple[torch.Tensor, torch.Tensor] | None]:
+                ) -> tuple[Rollout, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """Steps 1-4: sample, score, log-probs and values, rewards and advantages.
 
         With a single mini-batch and no micro-batching, the policy forward that gives the
