@@ -87,7 +87,7 @@ def test_ppo_learns_a_rule_based_reward(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_
             scores.append(trainer.callback_metrics["reward/score"].item())
             kls.append(trainer.callback_metrics["objective/kl"].item())
 
-    trainer = L.Trainer(max_steps=2 * 30, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+    trainer = L.Trainer(max_steps=2 * 40, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
     trainer.fit(module, make_dm(imdb_dir, tokenizer_dir, batch_size=16))
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
