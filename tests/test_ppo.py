@@ -208,3 +208,13 @@ def test_score_normalisation_is_fitted_once_and_checkpointed(tiny_gpt2, tokenize
     module.rollout(batch["input_ids"], batch["attention_mask"], {})
     assert module.score_norm.shift.item() == shift, "fitted on the initial policy only"
     assert "score_norm.shift" in module.state_dict() and "score_norm.scale" in module.state_dict()
+
+
+def test_ppo_runs_under_bf16_mixed(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2)
+    trainer = L.Trainer(max_steps=2 * 2, precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path, enable_progress_bar=False)
+    trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
+    assert trainer.global_step == 4 and module.guard.skipped == 0
+    assert torch.isfinite(trainer.callback_metrics["loss/total"])
+    assert all(p.dtype == torch.float32 for p in module.policy.parameters()), "master weights stay fp32"
