@@ -354,7 +354,7 @@ class PPOModule(L.LightningModule):
                                      max_new_tokens, temperature, gen, eos, self.tokenizer.pad_token_id)
         mask = response_mask_after_stop(responses, eos)
         texts = decode_responses(self.tokenizer, responses, mask)
-        scores = self.score_norm(self.reward_call(prompts, texts))
+        scores = self.score_norm(self.reward_call(prompts, texts).to(self.device))
         return [{"prompt": p, "response": t, "reward": float(s)}
                 for p, t, s in zip(prompts, texts, scores.tolist(), strict=True)]
 

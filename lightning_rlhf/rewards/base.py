@@ -66,8 +66,10 @@ class ValidatedReward:
                 f"reward function '{self.name}' returned shape {tuple(scores.shape)} for "
                 f"{n} samples; it must return one score per sample, shape ({n},)"
             )
+        if self.validated:  # later non-finite scores are the trainer's guard's job
+            return scores
         bad = ~torch.isfinite(scores)
-        if bad.any() and not self.validated:
+        if bad.any():
             i = int(bad.nonzero()[0])
             where = f": prompt={prompts[i]!r} response={responses[i]!r}" if prompts is not None else ""
             raise ValueError(
