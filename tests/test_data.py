@@ -135,3 +135,10 @@ def test_shared_imdb_sample_with_real_gpt2_tokenizer():
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == 8 and batch["input_ids"].shape[1] <= 8
     assert Path(SHARED_DATA / "imdb").is_dir()
+
+
+def test_a_validation_file_is_used_as_the_validation_split(tmp_path, tokenizer_dir):
+    write_jsonl(tmp_path / "train.jsonl", make_reviews(40, seed=4))
+    write_jsonl(tmp_path / "val.jsonl", make_reviews(10, seed=5))
+    dm = _dm(tmp_path, tokenizer_dir, shape="classification")
+    assert len(dm.splits["validation"]) == 10 and len(dm.splits["train"]) == 40

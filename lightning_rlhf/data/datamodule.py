@@ -27,7 +27,8 @@ class IMDBDataModule(L.LightningDataModule):
         shape: ``lm`` (token blocks for SFT), ``prompts`` (left-padded review openings for PPO
             rollouts) or ``classification`` (tokenized text + label for the reward model).
         batch_size: Samples per batch (per process under DDP).
-        val_size: Held-out validation reviews taken from train: a count, or a fraction if < 1.
+        val_size: Validation reviews held out of train (a count, or a fraction if < 1), unless the
+            source has its own validation split (``val*`` files), which is then used.
         max_train_samples: Use at most this many training reviews (after shuffling); None = all.
         max_eval_samples: Use at most this many validation and test reviews; None = all.
         block_size: Tokens per block for the ``lm`` shape.
@@ -77,14 +78,7 @@ class IMDBDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         raw = load_reviews(hp.data_path)
-        train = raw["train"].shuffle(seed=hp.seed)
-        n_val = int(hp.val_size * len(train)) if hp.val_size < 1 else int(hp.val_size)
-        if not 0 < n_val < len(train):
-            raise ValueError(
-                f"val_size={hp.val_size} leaves no train or no validation reviews out of "
-                f"{len(train)}; choose a size between 1 and {len(train) - 1}"
-            )
-        parts = {"validation": train.select(range(n_val)), "train": train.select(range(n_val, len(train)))}
+        parts = self._split_train(raw)
         if "test" in raw:
             parts["test"] = raw["test"].shuffle(seed=hp.seed)
         for name, ds in parts.items():
@@ -99,6 +93,20 @@ class IMDBDataModule(L.LightningDataModule):
                     f"block_size={hp.block_size}); use more data or relax those settings"
                 )
             self.splits[name] = ds
+
+    def _split_train(self, raw: datasets.DatasetDict) -> dict[str, datasets.Dataset]:
+        """The source's own validation split if it has one, else ``val_size`` reviews held out of train."""
+        hp = self.hparams
+        train = raw["train"].shuffle(seed=hp.seed)
+        if "validation" in raw:
+            return {"validation": raw["validation"].shuffle(seed=hp.seed), "train": train}
+        n_val = int(hp.val_size * len(train)) if hp.val_size < 1 else int(hp.val_size)
+        if not 0 < n_val < len(train):
+            raise ValueError(
+                f"val_size={hp.val_size} leaves no train or no validation reviews out of "
+                f"{len(train)}; choose a size between 1 and {len(train) - 1}"
+            )
+        return {"validation": train.select(range(n_val)), "train": train.select(range(n_val, len(train)))}
 
     def _shape(self, ds: datasets.Dataset) -> datasets.Dataset:
         hp, tok = self.hparams, self.tokenizer
