@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from lightning_rlhf.rl.masking import response_mask_after_stop
 from lightning_rlhf.rl.sampling import sample_responses
 
 
@@ -24,16 +25,18 @@ def generate_texts(
     max_new_tokens: int,
     temperature: float = 0.7,
     seed: int = 0,
+    stop_at_eos: bool = True,
 ) -> list[str]:
     """Sample one continuation per prompt with a private seeded generator (repeatable tables)."""
     device = next(model.parameters()).device
     enc = encode_prompts(tokenizer, prompts, device)
     generator = torch.Generator(device=device).manual_seed(seed)
+    eos = tokenizer.eos_token_id if stop_at_eos else None
     responses = sample_responses(
         model, enc["input_ids"], enc["attention_mask"], max_new_tokens, temperature,
-        generator, tokenizer.eos_token_id, tokenizer.pad_token_id,
+        generator, eos, tokenizer.pad_token_id,
     )
-    return decode_responses(tokenizer, responses)
+    return decode_responses(tokenizer, responses, response_mask_after_stop(responses, eos))
 
 
 def decode_responses(tokenizer: PreTrainedTokenizerBase, responses: torch.Tensor,

@@ -11,8 +11,9 @@ from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.evaluation.metrics import distinct_n, mean_ci95
 from lightning_rlhf.generation import decode_responses, encode_prompts
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
+from lightning_rlhf.models.value_head import response_logits
 from lightning_rlhf.rewards import SentimentClassifierReward
-from lightning_rlhf.rl.logprobs import left_pad_position_ids, logprobs_from_logits
+from lightning_rlhf.rl.logprobs import logprobs_from_logits
 from lightning_rlhf.rl.masking import response_mask_after_stop
 from lightning_rlhf.rl.sampling import sample_responses
 
@@ -43,14 +44,6 @@ def held_out_prompts(data_path: str, tokenizer: str, n: int, seed: int, prompt_m
     return [dm.tokenizer.decode(ids, skip_special_tokens=True) for ids in rows]
 
 
-def _logprobs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, responses: torch.Tensor,
-              temperature: float) -> torch.Tensor:
-    r = responses.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=left_pad_position_ids(mask),
-                   logits_to_keep=r + 1).logits
-    return logprobs_from_logits(logits[:, :-1], responses, temperature)
-
-
 @torch.no_grad()
 def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts: list[str],
                     max_new_tokens: int, temperature: float, batch_size: int, seed: int,
@@ -68,10 +61,12 @@ def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts:
         mask = response_mask_after_stop(out, eos)
         ids = torch.cat([enc["input_ids"], out], -1)
         full_mask = torch.cat([enc["attention_mask"], mask], -1)
-        logp = _logprobs(model, ids, full_mask, out, temperature)
-        ref_logp = _logprobs(ref, ids, full_mask, out, temperature)
+        r = out.shape[1]
+        logp = logprobs_from_logits(response_logits(model, ids, full_mask, r), out, temperature)
+        ref_logits = response_logits(ref, ids, full_mask, r)  # one forward for the KL and the perplexity
+        ref_logp = logprobs_from_logits(ref_logits, out, temperature)
         kl.extend(((logp - ref_logp) * mask).sum(-1).tolist())
-        nll -= float((_logprobs(ref, ids, full_mask, out, 1.0) * mask).sum())
+        nll -= float((logprobs_from_logits(ref_logits, out, 1.0) * mask).sum())
         n_tokens += int(mask.sum())
         lengths.extend(mask.sum(-1).tolist())
         responses.extend(decode_responses(tok, out, mask))

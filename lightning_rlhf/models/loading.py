@@ -134,22 +134,18 @@ def load_sequence_classifier(
 
     With ``num_labels=2`` the labels are named NEGATIVE/POSITIVE, so exports are self-describing.
     """
+    labels: dict[str, Any] = {}
+    if num_labels is not None:
+        labels = dict(num_labels=num_labels, id2label=POSITIVE_ID2LABEL,
+                      label2id={v: k for k, v in POSITIVE_ID2LABEL.items()})
     if config is not None:
-        fields = dict(config)
-        if num_labels is not None:
-            fields.update(num_labels=num_labels, id2label=POSITIVE_ID2LABEL,
-                          label2id={v: k for k, v in POSITIVE_ID2LABEL.items()})
-        return build_from_config(fields, "classifier", seed, default_type="distilbert")
+        return build_from_config({**config, **labels}, "classifier", seed, default_type="distilbert")
     if name_or_path is None:
         raise ValueError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
-    kwargs: dict[str, Any] = {}
-    if num_labels is not None:
-        kwargs = dict(num_labels=num_labels, id2label=POSITIVE_ID2LABEL,
-                      label2id={v: k for k, v in POSITIVE_ID2LABEL.items()})
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            os.path.expanduser(name_or_path), **kwargs
+            os.path.expanduser(name_or_path), **labels
         )
     except (OSError, ValueError) as err:
         raise _hub_error("model", name_or_path, err) from err

@@ -60,6 +60,17 @@ class PolicyWithValueHead(torch.nn.Module):
         ).last_hidden_state
 
 
+def response_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int
+) -> torch.Tensor:
+    """Logits (b, r, v) of a plain causal LM at the positions that predict the last ``n_response``
+    tokens of ``input_ids`` (b, q + r); the LM head runs on those positions only."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=left_pad_position_ids(attention_mask), use_cache=False,
+                   logits_to_keep=n_response + 1).logits
+    return logits[:, :-1]
+
+
 def response_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -89,7 +100,6 @@ def response_logprobs(
                 logits, v = model(ids, mask, r)
                 values.append(v)
             else:
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=left_pad_position_ids(mask),
-                               use_cache=False, logits_to_keep=r + 1).logits[:, :-1]
+                logits = response_logits(model, ids, mask, r)
             logps.append(logprobs_from_logits(logits, responses[i: i + step], temperature))
     return torch.cat(logps), (torch.cat(values) if values else None)

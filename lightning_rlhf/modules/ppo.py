@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_rlhf.distributed import all_ranks_true, gather_flat, global_mean
 from lightning_rlhf.export import default_export_folder, export_pretrained
-from lightning_rlhf.generation import decode_responses, encode_prompts
+from lightning_rlhf.generation import decode_responses, generate_texts
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_rlhf.models.lora import apply_lora, is_lora
@@ -347,13 +347,8 @@ class PPOModule(L.LightningModule):
         self, prompts: list[str], max_new_tokens: int, temperature: float, seed: int
     ) -> list[dict]:
         """Rows for the sample table: prompt, response and its (normalised) score."""
-        enc = encode_prompts(self.tokenizer, prompts, self.device)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        eos = self.tokenizer.eos_token_id if self.hparams.stop_at_eos else None
-        responses = sample_responses(self.policy.lm, enc["input_ids"], enc["attention_mask"],
-                                     max_new_tokens, temperature, gen, eos, self.tokenizer.pad_token_id)
-        mask = response_mask_after_stop(responses, eos)
-        texts = decode_responses(self.tokenizer, responses, mask)
+        texts = generate_texts(self.policy.lm, self.tokenizer, prompts, max_new_tokens, temperature, seed,
+                               stop_at_eos=self.hparams.stop_at_eos)
         scores = self.score_norm(self.reward_call(prompts, texts).to(self.device))
         return [{"prompt": p, "response": t, "reward": float(s)}
                 for p, t, s in zip(prompts, texts, scores.tolist(), strict=True)]
