@@ -149,7 +149,6 @@ def main() -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--separate-critic", action="store_true", help="a second trunk for values (TRL's design)")
     p.add_argument("--no-fuse", action="store_true", help="run the rollout's policy forward separately")
-    p.add_argument("--retokenize", action="store_true", help="score via text even with a shared vocabulary")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -173,7 +172,6 @@ def main() -> None:
         gradient_checkpointing=args.gradient_checkpointing, export_dir=str(tmp / "export"),
         separate_critic=args.separate_critic, fuse_first_forward=not args.no_fuse,
     )
-    module.score_ids = module.score_ids and not args.retokenize
     steps_per_iter = args.ppo_epochs * args.num_mini_batches
     n_iters = args.warmup + args.iters
     data = RandomPrompts(args.batch_size * n_iters, args.prompt_len, args.vocab_size)

@@ -27,6 +27,20 @@ def global_mean(x: torch.Tensor) -> torch.Tensor:
     return total[0] / total[1]
 
 
+def global_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of the tensor ``x`` over all processes (``x`` itself without a process group)."""
+    if not _group_running():
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x
+
+
+def world_size() -> int:
+    """Number of processes in the running group (1 without one)."""
+    return dist.get_world_size() if _group_running() else 1
+
+
 def gather_flat(x: torch.Tensor) -> torch.Tensor:
     """All processes' ``x`` (same shape on every rank) concatenated into one 1-D tensor."""
     if not _group_running():

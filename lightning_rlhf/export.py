@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from lightning.pytorch.utilities import rank_zero_info
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -21,8 +22,13 @@ def export_pretrained(
     """Write model + tokenizer to ``folder`` via a temporary sibling, then swap it in.
 
     A crash mid-write leaves the previous export intact instead of a folder without weights.
+    The tokenizer's ``model_max_length`` is set to the model's positions, so that
+    ``transformers.pipeline(..., truncation=True)`` truncates to what the model can read.
     """
     folder = Path(folder)
+    context = model_context(model)
+    if context is not None:
+        tokenizer.model_max_length = context
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -35,3 +41,24 @@ def export_pretrained(
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def model_context(model: PreTrainedModel) -> int | None:
+    """The number of positions the model can read (``n_positions``/``max_position_embeddings``)."""
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def export_at_fit_end(trainer, export_dir: str | None, model: PreTrainedModel,
+                      tokenizer: PreTrainedTokenizerBase, what: str) -> Path | None:
+    """Export on rank 0 at the end of fit; returns the folder there, None on other ranks.
+
+    The folder is resolved on every rank first: ``trainer.log_dir`` is a collective under DDP,
+    and calling it on rank 0 alone would hang or crash the run.
+    """
+    folder = default_export_folder(trainer, export_dir)
+    if not trainer.is_global_zero:
+        return None
+    path = export_pretrained(model, tokenizer, folder)
+    rank_zero_info(f"exported {what} to {path}")
+    return path

@@ -39,11 +39,14 @@ def generate_texts(
     return decode_responses(tokenizer, responses, response_mask_after_stop(responses, eos))
 
 
-def decode_responses(tokenizer: PreTrainedTokenizerBase, responses: torch.Tensor,
-                     response_mask: torch.Tensor | None = None) -> list[str]:
-    """Decode (b, r) responses, each cut to its ``response_mask`` length when one is given."""
-    rows = []
-    for i, row in enumerate(responses.tolist()):
-        n = int(response_mask[i].sum()) if response_mask is not None else len(row)
-        rows.append(tokenizer.decode(row[:n], skip_special_tokens=True))
-    return rows
+def decode_responses(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor,
+                     mask: torch.Tensor | None = None) -> list[str]:
+    """Decode (b, t) ids, keeping only the positions where ``mask`` (b, t) is 1.
+
+    Works for left-padded queries and for responses masked after their stop alike; special
+    tokens (EOS, padding) are dropped, as a reward model's tokenizer expects plain text.
+    """
+    rows = ids.tolist()
+    if mask is not None:
+        rows = [[t for t, m in zip(row, keep, strict=True) if m] for row, keep in zip(rows, mask.tolist(), strict=True)]
+    return [tokenizer.decode(row, skip_special_tokens=True) for row in rows]

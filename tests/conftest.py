@@ -98,3 +98,32 @@ def tiny_policy_dirs(tmp_path: Path, tokenizer_dir: str, tiny_gpt2: dict) -> dic
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
         folders[name] = str(out)
     return folders
+
+
+@pytest.fixture(scope="session")
+def wordpiece_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny DistilBERT classifier with its own BERT-style WordPiece tokenizer ([CLS] ... [SEP]),
+    as ``lvwerra/distilbert-imdb`` has: a vocabulary unlike the policy's byte-level BPE."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from lightning_rlhf.models.loading import build_from_config
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tk = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tk.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.decoder = decoders.WordPiece()
+    tk.train_from_iterator((r["text"] for r in make_reviews(300, seed=4)),
+                           trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    cls, sep = tk.token_to_id("[CLS]"), tk.token_to_id("[SEP]")
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    config = {**TINY_DISTILBERT, "vocab_size": tk.get_vocab_size(), "pad_token_id": tk.token_to_id("[PAD]"),
+              "num_labels": 2, "id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    out = tmp_path_factory.mktemp("wordpiece_classifier")
+    build_from_config(config, "classifier", seed=0).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)

@@ -15,11 +15,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY_GPT2  # noqa: E402
 from test_ppo import make_dm, make_ppo  # noqa: E402
 
-import lightning_rlhf.modules.ppo as ppo_mod  # noqa: E402
+import lightning_rlhf.export as export_mod  # noqa: E402
 from lightning_rlhf.callbacks import SampleTableLogger  # noqa: E402
 
 EXPORTS: list[int] = []
-_export = ppo_mod.export_pretrained
+_export = export_mod.export_pretrained
 
 
 def counting_export(*args, **kwargs):
@@ -27,7 +27,7 @@ def counting_export(*args, **kwargs):
     return _export(*args, **kwargs)
 
 
-ppo_mod.export_pretrained = counting_export
+export_mod.export_pretrained = counting_export
 
 
 class Probe(L.Callback):

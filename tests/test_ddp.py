@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from tb_events import read_events
 
 
@@ -39,3 +40,17 @@ def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir):
     assert len(events) == 1, "only rank 0 writes TensorBoard events"
     _, texts = read_events(tmp_path / "logs")
     assert len(texts["samples/text_summary"]) == 3
+
+
+def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, tokenizer_dir, imdb_dir):
+    """Responses of 4-16 tokens split unevenly between the ranks; token counts are global."""
+    script = Path(__file__).with_name("ddp_update_run.py")
+    updates = {}
+    for devices in (1, 2):
+        out = tmp_path / f"update{devices}.pt"
+        done = subprocess.run([sys.executable, str(script), str(out), tokenizer_dir, imdb_dir, str(devices)],
+                              capture_output=True, text=True, timeout=300, cwd=script.parent)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        updates[devices] = torch.load(out)
+    assert updates[1].norm() > 0
+    assert ((updates[1] - updates[2]).norm() / updates[1].norm()).item() <= 1e-5

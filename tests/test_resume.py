@@ -80,3 +80,64 @@ def test_sft_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
     t_resumed.fit(resumed, dm, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     assert first_rec.values + resumed_rec.values == straight_rec.values
     _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_sft_extends_a_finished_run_exactly_through_the_cli(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
+    """max_steps 10, then max_steps 20 from the end-of-fit last.ckpt == 20 straight.
+
+    Lightning records a run stopped by max_steps mid-epoch as a finished epoch; the loader's own
+    position must win, also across the epoch boundary that steps 10-20 cross here.
+    """
+    from test_cli import _sft_config
+
+    from lightning_rlhf.cli import build_cli
+
+    def fit(name: str, steps: int, *extra: str):
+        (tmp_path / name).mkdir(exist_ok=True)
+        config = _sft_config(tmp_path / name, tiny_gpt2, tokenizer_dir, imdb_dir)
+        args = ["fit", "--config", str(config), "--seed_everything", "3", "--trainer.max_steps", str(steps),
+                "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]",
+                "--data.max_train_samples", "20", "--model.init_args.lr_schedule", "constant", *extra]
+        return build_cli(args).trainer
+
+    straight = fit("a", 20)
+    assert straight.num_training_batches < 20, "the runs cross an epoch boundary"
+    first = fit("b", 10)
+    assert first.num_training_batches > 10, "the first run stops mid-epoch"
+    ckpt = torch.load(tmp_path / "b" / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 10 and ckpt["epoch"] == 1, "Lightning calls the stopped epoch finished"
+    resumed = fit("b", 20, "--ckpt_path", str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+    assert resumed.global_step == 20
+    a, b = _weights(tmp_path / "a" / "export"), _weights(tmp_path / "b" / "export")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_ppo_extends_a_finished_run_exactly(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
+    kw = dict(ppo_epochs=1, response_min_tokens=3, response_max_tokens=6, reward_fn="test_ppo:char_count")
+
+    def small_dm():
+        return IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="prompts", batch_size=8,
+                              val_size=20, min_review_chars=50, prompt_min_tokens=2, prompt_max_tokens=5,
+                              max_train_samples=40)
+    straight_rec = RecordMetric("reward/score")
+    straight = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
+    t_straight = _trainer(tmp_path / "a", 8, straight_rec)
+    t_straight.fit(straight, small_dm())
+    assert t_straight.num_training_batches < 8, "the runs cross an epoch boundary"
+
+    first_rec = RecordMetric("reward/score")
+    _trainer(tmp_path / "b", 4, first_rec).fit(make_ppo(tiny_gpt2, tokenizer_dir, **kw),
+                                               small_dm())
+    resumed_rec = RecordMetric("reward/score")
+    resumed = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
+    t_resumed = _trainer(tmp_path / "b", 8, resumed_rec)
+    t_resumed.fit(resumed, small_dm(), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert first_rec.values + resumed_rec.values == straight_rec.values
+    _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])

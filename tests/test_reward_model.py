@@ -62,23 +62,3 @@ def test_reward_classifier_is_frozen_and_stays_in_eval(tiny_classifier_dir):
     reward.train()
     assert not reward.model.training
     assert not any(p.requires_grad for p in reward.parameters())
-
-
-def test_scoring_ids_of_a_shared_vocabulary_equals_scoring_text(tiny_classifier_dir, tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    reward = SentimentClassifierReward(tiny_classifier_dir({0: "NEGATIVE", 1: "POSITIVE"}))
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    assert reward.shares_vocabulary(tok)
-    texts = ["the movie was great and wonderful", "a boring film"]
-    rows = [tok(t)["input_ids"] for t in texts]
-    split = [3, 1]
-    prompts = [tok.decode(r[:s]) for r, s in zip(rows, split, strict=True)]
-    responses = [tok.decode(r[s:]) for r, s in zip(rows, split, strict=True)]
-    width = max(len(r) for r in rows) + 2
-    ids = torch.full((2, width), reward.tokenizer.pad_token_id)
-    mask = torch.zeros((2, width), dtype=torch.long)
-    for i, r in enumerate(rows):  # left-pad the prompt part, leave one pad after the response
-        ids[i, width - 1 - len(r): width - 1] = torch.tensor(r)
-        mask[i, width - 1 - len(r): width - 1] = 1
-    torch.testing.assert_close(reward.score_ids(ids, mask), reward(prompts, responses), atol=1e-5, rtol=0)

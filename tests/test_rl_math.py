@@ -133,30 +133,30 @@ def test_left_pad_position_ids():
     assert left_pad_position_ids(mask).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
 
 
-def test_left_to_right_padding():
-    from lightning_rlhf.rl.masking import left_to_right_padding
-
-    ids = torch.tensor([[0, 0, 5, 6, 7, 0], [8, 9, 1, 2, 0, 0]])
-    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
-    new_ids, new_mask = left_to_right_padding(ids, mask, pad_token_id=0)
-    assert new_ids.tolist() == [[5, 6, 7, 0, 0, 0], [8, 9, 1, 2, 0, 0]]
-    assert new_mask.tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]]
-
-
 class _AlwaysToken(torch.nn.Module):
-    """A stand-in causal LM whose next token is always ``token``; counts its forward calls."""
+    """A stand-in causal LM whose next token is always ``token``; counts its trunk calls."""
 
     def __init__(self, token: int, vocab: int = 5) -> None:
         super().__init__()
-        self.token, self.vocab, self.calls = token, vocab, 0
+        self.calls = 0
+        self.head = torch.nn.Linear(1, vocab)
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.fill_(-1e4)
+            self.head.bias[token] = 0.0
 
-    def forward(self, input_ids, attention_mask, position_ids, past_key_values=None, use_cache=True):
+    @property
+    def base_model(self):
+        return self.trunk
+
+    def trunk(self, input_ids, attention_mask, position_ids, use_cache=True, past_key_values=None):
         from types import SimpleNamespace
 
         self.calls += 1
-        logits = torch.full((*input_ids.shape, self.vocab), -1e4)
-        logits[..., self.token] = 0.0
-        return SimpleNamespace(logits=logits, past_key_values=None)
+        return SimpleNamespace(last_hidden_state=torch.ones(*input_ids.shape, 1), past_key_values=None)
+
+    def get_output_embeddings(self):
+        return self.head
 
 
 def test_sampling_stops_early_once_every_row_has_ended():
@@ -169,3 +169,13 @@ def test_sampling_stops_early_once_every_row_has_ended():
     model = _AlwaysToken(token=2)
     out = sample_responses(model, ids, mask, max_new_tokens=3, eos_token_id=4, pad_token_id=0)
     assert out.shape == (2, 3) and model.calls == 3
+
+
+def test_missing_eos_ignores_rows_cut_by_the_length_draw():
+    from lightning_rlhf.rl.masking import missing_eos
+
+    eos = 9
+    responses = torch.tensor([[5, 6, 7, 8], [5, 9, 0, 0], [5, 6, 0, 0], [5, 6, 7, 9]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]])  # row 2: drawn length 2
+    assert missing_eos(responses, mask, eos, max_tokens=4).tolist() == [True, False, False, False]
+    assert not missing_eos(responses, mask, None, max_tokens=4).any()

@@ -7,8 +7,9 @@ from contextlib import nullcontext
 import torch
 from transformers import PreTrainedModel
 
+from lightning_rlhf.models.forward import lm_head_fp32, response_logits, trunk
 from lightning_rlhf.models.lora import is_lora
-from lightning_rlhf.rl.logprobs import left_pad_position_ids, logprobs_from_logits
+from lightning_rlhf.rl.logprobs import logprobs_from_logits
 
 
 class PolicyWithValueHead(torch.nn.Module):
@@ -41,34 +42,16 @@ class PolicyWithValueHead(torch.nn.Module):
         Args:
             input_ids, attention_mask: (b, q + r) left-padded queries followed by responses.
         Returns:
-            logits (b, r, v) and values (b, r): values[:, t] estimates the return before
+            fp32 logits (b, r, v) and fp32 values (b, r): values[:, t] estimates the return before
             response token t is sampled.
         """
-        hf = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm  # peft
-        hidden = self._trunk(hf, input_ids, attention_mask)[:, -n_response - 1: -1]
-        logits = hf.get_output_embeddings()(hidden)
+        hidden = trunk(self.lm, input_ids, attention_mask)[:, -n_response - 1: -1]
+        logits = lm_head_fp32(self.lm, hidden)
         if self.critic is not None:
-            hidden = self._trunk(self.critic, input_ids, attention_mask)[:, -n_response - 1: -1]
-        values = self.value_head(hidden).squeeze(-1).float()
+            hidden = trunk(self.critic, input_ids, attention_mask)[:, -n_response - 1: -1]
+        with torch.autocast(hidden.device.type, enabled=False):
+            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
         return logits, values
-
-    @staticmethod
-    def _trunk(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return model.base_model(
-            input_ids=input_ids, attention_mask=attention_mask,
-            position_ids=left_pad_position_ids(attention_mask), use_cache=False,
-        ).last_hidden_state
-
-
-def response_logits(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int
-) -> torch.Tensor:
-    """Logits (b, r, v) of a plain causal LM at the positions that predict the last ``n_response``
-    tokens of ``input_ids`` (b, q + r); the LM head runs on those positions only."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=left_pad_position_ids(attention_mask), use_cache=False,
-                   logits_to_keep=n_response + 1).logits
-    return logits[:, :-1]
 
 
 def response_logprobs(

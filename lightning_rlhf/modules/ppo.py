@@ -14,23 +14,23 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_rlhf.distributed import all_ranks_true, gather_flat, global_mean
-from lightning_rlhf.export import default_export_folder, export_pretrained
+from lightning_rlhf.export import export_at_fit_end
 from lightning_rlhf.generation import decode_responses, generate_texts
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_rlhf.models.lora import apply_lora, is_lora
 from lightning_rlhf.models.value_head import PolicyWithValueHead, response_logprobs
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
-from lightning_rlhf.modules.ppo_update import policy_outputs, ppo_update
+from lightning_rlhf.modules.ppo_update import check_batch_division, policy_outputs, ppo_update
 from lightning_rlhf.optim import Schedule, adamw_with_schedule
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
 from lightning_rlhf.rl.advantages import explained_variance
+from lightning_rlhf.rl.aggregation import AGGREGATIONS, Aggregation
 from lightning_rlhf.rl.experience import build_rollout
 from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
-from lightning_rlhf.rl.masking import ends_with_eos, response_mask_after_stop
+from lightning_rlhf.rl.masking import ends_with_eos, missing_eos, response_mask_after_stop
 from lightning_rlhf.rl.rollout import Rollout
 from lightning_rlhf.rl.sampling import sample_responses
 
@@ -60,7 +60,9 @@ class PPOModule(L.LightningModule):
         response_max_tokens: Longest response (``max_new_tokens``).
         temperature: Sampling temperature; also divides logits for every log-prob.
         stop_at_eos: End responses at EOS and mask everything after it.
-        missing_eos_penalty: With stop_at_eos, subtract this from scores of responses without EOS.
+        missing_eos_penalty: With stop_at_eos, subtract this from the scores of responses that
+            reached ``response_max_tokens`` without EOS. Responses cut shorter by a length range
+            are not penalised: the length draw, not the policy, ended them.
         kl_estimator: ``k1`` (log-ratio) or ``k3``.
         kl_coef: Initial (or fixed) KL coefficient beta.
         adaptive_kl: Adapt beta towards kl_target (Ziegler et al. 2019).
@@ -72,6 +74,10 @@ class PPOModule(L.LightningModule):
         ppo_epochs: Passes over each rollout batch.
         num_mini_batches: Optimizer steps per pass.
         micro_batch_size: Rows per forward/backward (gradient accumulation); None = whole mini-batch.
+            It must divide the mini-batch, as num_mini_batches must divide the batch.
+        loss_aggregation: How token losses add up over a mini-batch (``rl.aggregation``):
+            ``token_mean`` (default), ``seq_mean_token_mean`` or ``seq_mean_token_sum_norm``.
+            Whichever, the update does not depend on micro-batching or the number of processes.
         cliprange: Policy ratio clip.
         cliprange_value: Value clip.
         vf_coef: Weight of the value loss.
@@ -128,6 +134,7 @@ class PPOModule(L.LightningModule):
         ppo_epochs: int = 4,
         num_mini_batches: int = 1,
         micro_batch_size: int | None = None,
+        loss_aggregation: Aggregation = "token_mean",
         cliprange: float = 0.2,
         cliprange_value: float = 0.2,
         vf_coef: float = 0.1,
@@ -157,6 +164,8 @@ class PPOModule(L.LightningModule):
         if (reward_model is None) == (reward_fn is None):
             raise ValueError("set exactly one of reward_model (a classifier) and reward_fn (an import path); "
                              "to use reward_fn, also set reward_model: null")
+        if loss_aggregation not in AGGREGATIONS:
+            raise ValueError(f"loss_aggregation must be one of {', '.join(AGGREGATIONS)}, not '{loss_aggregation}'")
         if lora_r > 0 and ref_name_or_path is not None:
             raise ValueError("with lora_r > 0 the reference is the policy without its adapter; "
                              "remove ref_name_or_path")
@@ -179,7 +188,6 @@ class PPOModule(L.LightningModule):
         disable_dropout(self.policy)
         self.reward, self.reward_call = build_reward(reward_model, reward_fn, positive_label,
                                                      reward_output, reward_batch_size)
-        self.score_ids = self.reward is not None and self.reward.shares_vocabulary(self.tokenizer)
         self.score_norm = ScoreNormalizer(normalize_scores, score_clip)
         self.kl_ctl = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if adaptive_kl
                        else FixedKLController(kl_coef))
@@ -229,6 +237,9 @@ class PPOModule(L.LightningModule):
                 f"({self.hparams.response_max_tokens}) exceeds the policy's context of {context} "
                 f"positions; shorten prompts or responses"
             )
+        batch_size = getattr(getattr(dm, "hparams", None), "batch_size", None)
+        if batch_size is not None:
+            check_batch_division(batch_size, self.hparams.num_mini_batches, self.hparams.micro_batch_size)
         require_same_tokenizer(self, self.tokenizer)
 
     def configure_optimizers(self) -> dict:
@@ -271,14 +282,12 @@ class PPOModule(L.LightningModule):
 
         input_ids = torch.cat([queries, responses], dim=-1)
         mask = torch.cat([query_mask, response_mask], dim=-1)
-        if self.score_ids:  # same vocabulary: no decode and re-tokenize
-            scores = self.reward_call.check(self.reward.score_ids(input_ids, mask))
-        else:
-            prompts = decode_responses(tok, queries.masked_fill(query_mask == 0, tok.pad_token_id))
-            texts = decode_responses(tok, responses, response_mask)
-            scores = self.reward_call(prompts, texts).to(self.device)
+        # one reward path: the reward sees the decoded text, tokenized its own way (CLS/SEP included)
+        prompts = decode_responses(tok, queries, query_mask)
+        texts = decode_responses(tok, responses, response_mask)
+        scores = self.reward_call(prompts, texts).to(self.device)
         if hp.stop_at_eos and hp.missing_eos_penalty is not None:
-            missing = ~ends_with_eos(responses, response_mask, eos)
+            missing = missing_eos(responses, response_mask, eos, hp.response_max_tokens)
             scores = scores - hp.missing_eos_penalty * missing.float()
         if self.score_norm.enabled and not self.score_norm.fitted:
             self.score_norm.fit(gather_flat(scores))
@@ -354,10 +363,8 @@ class PPOModule(L.LightningModule):
                 for p, t, s in zip(prompts, texts, scores.tolist(), strict=True)]
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            folder = default_export_folder(self.trainer, self.hparams.export_dir)
-            lm = self.policy.lm
-            if is_lora(lm):  # merge a copy: the module keeps training-ready adapters
-                lm = copy.deepcopy(lm).merge_and_unload()
-            path = export_pretrained(lm, self.tokenizer, folder)
-            rank_zero_info(f"exported the policy (without value head) and tokenizer to {path}")
+        lm = self.policy.lm
+        if is_lora(lm) and self.trainer.is_global_zero:  # merge a copy: the module keeps its adapters
+            lm = copy.deepcopy(lm).merge_and_unload()
+        export_at_fit_end(self.trainer, self.hparams.export_dir, lm, self.tokenizer,
+                          "the policy (without value head) and tokenizer")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from lightning_rlhf.distributed import all_ranks_true
+from lightning_rlhf.distributed import all_ranks_true, global_sum, world_size
+from lightning_rlhf.rl.aggregation import global_counts, token_weights
 from lightning_rlhf.rl.logprobs import logprobs_and_entropy
 from lightning_rlhf.rl.losses import PPOLoss, ppo_loss
 from lightning_rlhf.rl.rollout import Rollout
@@ -13,7 +14,7 @@ from lightning_rlhf.rl.rollout import Rollout
 RECORDED = {"loss/total": lambda o: o.loss, "loss/policy": lambda o: o.policy.loss,
             "loss/value": lambda o: o.value.loss, "policy/entropy": lambda o: o.entropy,
             "policy/clipfrac": lambda o: o.policy.clip_frac, "policy/approxkl": lambda o: o.policy.approx_kl,
-            "policy/ratio_max": lambda o: o.policy.ratio_max, "value/clipfrac": lambda o: o.value.clip_frac}
+            "value/clipfrac": lambda o: o.value.clip_frac}
 
 
 def policy_outputs(module: L.LightningModule, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -25,53 +26,78 @@ def policy_outputs(module: L.LightningModule, input_ids: torch.Tensor, attention
     return logprobs, entropy, values
 
 
+def check_batch_division(batch_size: int, num_mini_batches: int, micro_batch_size: int | None) -> None:
+    """Refuse a rollout batch that mini-batches (and micro-batches) do not cut into equal parts.
+
+    An uneven cut would add a short extra optimizer step and run the LR schedule, which counts
+    ``ppo_epochs * num_mini_batches`` steps per iteration, out early.
+    """
+    if num_mini_batches < 1 or batch_size % num_mini_batches:
+        raise ValueError(f"num_mini_batches ({num_mini_batches}) does not divide the batch size ({batch_size}); "
+                         f"choose a batch size that is a multiple of it")
+    mini = batch_size // num_mini_batches
+    if micro_batch_size is not None and (micro_batch_size < 1 or mini % micro_batch_size):
+        raise ValueError(f"micro_batch_size ({micro_batch_size}) does not divide the mini-batch of {mini} rows "
+                         f"(batch size {batch_size} / num_mini_batches {num_mini_batches}); choose a divisor of {mini}")
+
+
 def ppo_update(module: L.LightningModule, ro: Rollout,
                first: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """``ppo_epochs`` x shuffled mini-batches x gradient-accumulated micro-batches.
 
-    ``first`` is the rollout's ``policy_outputs`` (log-probs, entropies, values) with its graph;
-    when given, the first mini-batch (the whole batch) uses it instead of a new forward. A
-    mini-batch whose loss is not finite, or whose mean policy/old ratio exceeds
-    ``ratio_threshold``, is skipped (no optimizer step) and counted; every rank agrees on skips.
+    Every loss is aggregated over the whole mini-batch on all ranks (``rl.aggregation``), so
+    ``micro_batch_size`` and the number of processes change memory, not the update. ``first``
+    is the rollout's ``policy_outputs`` with its graph; when given, the first mini-batch (the
+    whole batch) uses it instead of a new forward. A mini-batch whose loss is not finite, or
+    whose mean policy/old ratio exceeds ``ratio_threshold``, is skipped (no optimizer step) and
+    counted; every rank agrees on skips.
 
     Returns:
-        Mean statistics over all micro-batches (``policy/ratio_max`` is the max).
+        Statistics of the applied updates only: the mean over their mini-batches
+        (``policy/ratio_max`` is the max). Empty when every mini-batch was skipped.
     """
     hp, device = module.hparams, module.device
     opt, sched = module.optimizers(), module.lr_schedulers()
     b = ro.responses.shape[0]
-    mini = max(1, b // hp.num_mini_batches)
+    check_batch_division(b, hp.num_mini_batches, hp.micro_batch_size)
+    mini = b // hp.num_mini_batches
     micro = hp.micro_batch_size or mini
+    world = world_size()
     input_ids, attention_mask = ro.input_ids(), ro.attention_mask()
-    records: dict[str, list[torch.Tensor]] = {k: [] for k in RECORDED}
+    records: dict[str, list[torch.Tensor]] = {k: [] for k in (*RECORDED, "policy/ratio_max")}
     any_step = False
     for epoch in range(hp.ppo_epochs):
         order = torch.randperm(b, device=device, generator=module._generator())
         for start in range(0, b, mini):
             reuse = first is not None and epoch == 0 and start == 0
             mb = torch.arange(b, device=device) if reuse else order[start: start + mini]
+            tokens, sequences = global_counts(ro.response_mask[mb])
             opt.zero_grad()
-            ratios, finite = [], True
+            sums = {k: torch.zeros((), device=device) for k in RECORDED}
+            ratio_sum, ratio_max, finite = torch.zeros((), device=device), [], True
             for m0 in range(0, len(mb), micro):
                 idx = mb[m0: m0 + micro]
+                weights = token_weights(ro.response_mask[idx], hp.loss_aggregation, tokens, sequences,
+                                        hp.response_max_tokens, scale=world)
                 logprobs, entropy, vpred = first if reuse else policy_outputs(
                     module, input_ids[idx], attention_mask[idx], ro.responses[idx])
                 out: PPOLoss = ppo_loss(
                     logprobs, entropy, vpred, ro.logprobs[idx], ro.values[idx],
                     ro.advantages[idx], ro.returns[idx], ro.response_mask[idx],
-                    hp.cliprange, hp.cliprange_value, hp.vf_coef, hp.entropy_coef)
+                    hp.cliprange, hp.cliprange_value, hp.vf_coef, hp.entropy_coef, weights)
                 finite = all_ranks_true(bool(torch.isfinite(out.loss)), device)
                 if not finite:
                     break
-                module.manual_backward(out.loss * len(idx) / len(mb))
-                ratios.append(out.policy.ratio_mean.detach())
+                module.manual_backward(out.loss)
+                ratio_sum = ratio_sum + out.policy.ratio_mean.detach() / world
+                ratio_max.append(out.policy.ratio_max.detach())
                 for key, get in RECORDED.items():
-                    records[key].append(get(out).detach())
+                    sums[key] = sums[key] + get(out).detach()
             if not finite:
                 opt.zero_grad()
                 module.guard.bad(module.global_step, "non-finite PPO loss")
                 continue
-            if not all_ranks_true(bool(torch.stack(ratios).mean() <= hp.ratio_threshold), device):
+            if not all_ranks_true(bool(global_sum(ratio_sum) <= hp.ratio_threshold), device):
                 opt.zero_grad()
                 module.ratio_skips += 1
                 continue
@@ -79,6 +105,9 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
             any_step = True
             if sched is not None:
                 sched.step()
+            for key, value in sums.items():
+                records[key].append(value)
+            records["policy/ratio_max"].append(torch.stack(ratio_max).max())
     if any_step:
         module.guard.good()
     stats = {k: torch.stack(v).mean() for k, v in records.items() if v}

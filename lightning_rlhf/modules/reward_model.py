@@ -6,11 +6,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
-from lightning_rlhf.export import default_export_folder, export_pretrained
+from lightning_rlhf.export import export_at_fit_end
 from lightning_rlhf.models.loading import load_sequence_classifier, load_tokenizer
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
@@ -110,7 +109,5 @@ class RewardModelModule(L.LightningModule):
         return configure_adamw(self, self.model)
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            folder = default_export_folder(self.trainer, self.hparams.export_dir)
-            path = export_pretrained(self.model, self.tokenizer, folder)
-            rank_zero_info(f"exported classifier and tokenizer to {path}")
+        export_at_fit_end(self.trainer, self.hparams.export_dir, self.model, self.tokenizer,
+                          "classifier and tokenizer")

@@ -6,10 +6,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
-from lightning_rlhf.export import default_export_folder, export_pretrained
+from lightning_rlhf.export import export_at_fit_end
 from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
@@ -126,7 +125,4 @@ class SFTModule(L.LightningModule):
         return [{"prompt": p, "continuation": t} for p, t in zip(prompts, texts, strict=True)]
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            path = export_pretrained(
-                self.model, self.tokenizer, default_export_folder(self.trainer, self.hparams.export_dir))
-            rank_zero_info(f"exported model and tokenizer to {path}")
+        export_at_fit_end(self.trainer, self.hparams.export_dir, self.model, self.tokenizer, "model and tokenizer")

@@ -7,7 +7,6 @@ from typing import Literal
 import torch
 
 from lightning_rlhf.models.loading import disable_dropout, load_sequence_classifier, load_tokenizer
-from lightning_rlhf.rl.masking import left_to_right_padding
 
 
 def find_label_index(id2label: dict, positive_label: str) -> int:
@@ -82,25 +81,6 @@ class SentimentClassifierReward(torch.nn.Module):
     def forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """Returns (b,) float32 scores on the classifier's device."""
         return self._score(self.logits(prompts, responses))
-
-    def shares_vocabulary(self, tokenizer) -> bool:
-        """Whether token ids of ``tokenizer`` mean the same here, so no re-tokenization is needed."""
-        return self.tokenizer.get_vocab() == tokenizer.get_vocab()
-
-    @torch.no_grad()
-    def score_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Score token ids of a shared vocabulary directly: (b, t) left-padded ids -> (b,) scores.
-
-        Skips decode + re-tokenize. The ids are moved to the front (right padding, as the
-        classifier was trained) and cut to its context.
-        """
-        ids, mask = left_to_right_padding(input_ids, attention_mask, self.tokenizer.pad_token_id)
-        width = min(int(mask.sum(-1).max()), self.max_length)
-        out = []
-        for start in range(0, ids.shape[0], self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            out.append(self.model(input_ids=ids[sl, :width], attention_mask=mask[sl, :width]).logits)
-        return self._score(torch.cat(out).float())
 
     def _score(self, logits: torch.Tensor) -> torch.Tensor:
         if self.output == "probability":

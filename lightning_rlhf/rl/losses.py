@@ -1,4 +1,10 @@
-"""Clipped PPO policy and value losses (Schulman et al. 2017, arXiv:1707.06347)."""
+"""Clipped PPO policy and value losses (Schulman et al. 2017, arXiv:1707.06347).
+
+Each loss is a weighted sum of per-token terms. ``weights`` (b, r) come from
+``rl.aggregation.token_weights`` so that micro-batches and ranks add up to the mini-batch's
+aggregate; without them a loss is the token mean of the tensors it is given. Statistics
+(clip fractions, approximate KL, mean ratio) use the same weights, so they add up likewise.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from lightning_rlhf.rl.advantages import masked_mean
+from lightning_rlhf.rl.aggregation import aggregate
 
 
 class PolicyLossStats(NamedTuple):
@@ -28,24 +34,27 @@ def ppo_policy_loss(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     cliprange: float = 0.2,
+    weights: torch.Tensor | None = None,
 ) -> PolicyLossStats:
-    """``mean(max(-A * ratio, -A * clip(ratio, 1 - c, 1 + c)))`` over response tokens.
+    """``sum(w * max(-A * ratio, -A * clip(ratio, 1 - c, 1 + c)))`` over response tokens.
 
     Args:
         logprobs: (b, r) log-probs under the policy being trained (with grad).
         old_logprobs: (b, r) log-probs under the rollout policy.
         advantages, response_mask: (b, r).
+        weights: (b, r) aggregation weights; default the token mean.
     """
     log_ratio = (logprobs - old_logprobs) * response_mask
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.maximum(unclipped, clipped), response_mask)
+    weights = _weights(weights, response_mask)
+    loss = aggregate(torch.maximum(unclipped, clipped), weights)
     with torch.no_grad():
-        clip_frac = masked_mean((clipped > unclipped).float(), response_mask)
-        approx_kl = 0.5 * masked_mean(log_ratio**2, response_mask)
+        clip_frac = aggregate((clipped > unclipped).float(), weights)
+        approx_kl = 0.5 * aggregate(log_ratio**2, weights)
         ratio_max = (ratio * response_mask).max()
-        ratio_mean = masked_mean(ratio, response_mask)
+        ratio_mean = aggregate(ratio, weights)
     return PolicyLossStats(loss, clip_frac, approx_kl, ratio_max, ratio_mean)
 
 
@@ -55,14 +64,16 @@ def ppo_value_loss(
     returns: torch.Tensor,
     response_mask: torch.Tensor,
     cliprange_value: float = 0.2,
+    weights: torch.Tensor | None = None,
 ) -> ValueLossStats:
-    """``0.5 * mean(max((V - R)^2, (clip(V, V_old +- c) - R)^2))`` over response tokens."""
+    """``0.5 * sum(w * max((V - R)^2, (clip(V, V_old +- c) - R)^2))`` over response tokens."""
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (clipped - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), response_mask)
+    weights = _weights(weights, response_mask)
+    loss = 0.5 * aggregate(torch.maximum(loss_unclipped, loss_clipped), weights)
     with torch.no_grad():
-        clip_frac = masked_mean((loss_clipped > loss_unclipped).float(), response_mask)
+        clip_frac = aggregate((loss_clipped > loss_unclipped).float(), weights)
     return ValueLossStats(loss, clip_frac)
 
 
@@ -88,9 +99,21 @@ def ppo_loss(
     cliprange_value: float,
     vf_coef: float,
     entropy_coef: float,
+    weights: torch.Tensor | None = None,
 ) -> PPOLoss:
-    """``policy + vf_coef * value - entropy_coef * entropy``; every tensor is (b, r)."""
-    pg = ppo_policy_loss(logprobs, old_logprobs, advantages, response_mask, cliprange)
-    vf = ppo_value_loss(values, old_values, returns, response_mask, cliprange_value)
-    ent = masked_mean(entropy, response_mask)
+    """``policy + vf_coef * value - entropy_coef * entropy``; every tensor is (b, r).
+
+    ``weights`` aggregate all three terms the same way; ``entropy`` is their weighted sum.
+    """
+    weights = _weights(weights, response_mask)
+    pg = ppo_policy_loss(logprobs, old_logprobs, advantages, response_mask, cliprange, weights)
+    vf = ppo_value_loss(values, old_values, returns, response_mask, cliprange_value, weights)
+    ent = aggregate(entropy, weights)
     return PPOLoss(pg.loss + vf_coef * vf.loss - entropy_coef * ent, pg, vf, ent)
+
+
+def _weights(weights: torch.Tensor | None, response_mask: torch.Tensor) -> torch.Tensor:
+    if weights is not None:
+        return weights
+    mask = response_mask.float()
+    return mask / mask.sum().clamp(min=1)

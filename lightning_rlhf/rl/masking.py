@@ -47,24 +47,15 @@ def ends_with_eos(
     return last == eos_token_id
 
 
-def left_to_right_padding(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_token_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each row's real tokens to the front: ``[p p a b c p] -> [a b c p p p]``.
+def missing_eos(
+    responses: torch.Tensor, response_mask: torch.Tensor, eos_token_id: int | None, max_tokens: int
+) -> torch.Tensor:
+    """Rows that ran to ``max_tokens`` without EOS: (b,) bool; the rows ``missing_eos_penalty`` hits.
 
-    Rows must be padding, then one contiguous run of real tokens, then padding (a left-padded
-    query followed by a response masked after its stop). Encoder classifiers expect this layout.
-
-    Args:
-        input_ids, attention_mask: (b, t).
-    Returns:
-        ids and mask of shape (b, t), right-padded.
+    A row cut shorter by a drawn length (``response_min_tokens < response_max_tokens``) is not
+    missing its EOS: the draw, not the policy, ended it.
     """
-    t = input_ids.shape[1]
-    leading = (attention_mask.cumsum(-1) == 0).sum(-1, keepdim=True)
-    index = torch.arange(t, device=input_ids.device).unsqueeze(0) + leading
-    inside = index < t
-    index = index.clamp(max=t - 1)
-    mask = attention_mask.gather(1, index) * inside
-    ids = input_ids.gather(1, index).masked_fill(mask == 0, pad_token_id)
-    return ids, mask
+    if eos_token_id is None:
+        return torch.zeros(responses.shape[0], dtype=torch.bool, device=responses.device)
+    ran_out = response_mask.sum(-1) >= max_tokens
+    return ran_out & ~ends_with_eos(responses, response_mask, eos_token_id)

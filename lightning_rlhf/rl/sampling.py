@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from lightning_rlhf.models.forward import CachedDecoder
 from lightning_rlhf.rl.logprobs import left_pad_position_ids
 
 
@@ -26,7 +27,8 @@ def sample_responses(
     """Sample up to ``max_new_tokens`` tokens per prompt.
 
     Args:
-        model: a Hugging Face causal LM (called with ``past_key_values``/``use_cache``).
+        model: a Hugging Face causal LM (or a peft wrapper of one); the next-token logits come
+            from its trunk and an fp32 LM head (``models.forward``), also under autocast.
         input_ids, attention_mask: (b, q) left-padded prompts.
         eos_token_id: stop token; rows that finished get ``pad_token_id`` afterwards, and the
             loop ends early once every row finished. None samples the full length.
@@ -45,13 +47,14 @@ def sample_responses(
 def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator, eos_token_id,
             pad_token_id) -> torch.Tensor:
     position_ids = left_pad_position_ids(attention_mask)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+    decode = CachedDecoder(model)
+    logits = decode(input_ids, attention_mask, position_ids)
     b = input_ids.shape[0]
     finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=attention_mask.device)
     tokens: list[torch.Tensor] = []
     for step in range(max_new_tokens):
-        probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+        probs = torch.softmax(logits / temperature, dim=-1)
         token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         if eos_token_id is not None:
             token = torch.where(finished, torch.full_like(token, pad_token_id), token)
@@ -61,8 +64,5 @@ def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, gener
             break
         attention_mask = torch.cat([attention_mask, ones], dim=-1)
         position_ids = position_ids[:, -1:] + 1
-        out = model(
-            input_ids=token.unsqueeze(-1), attention_mask=attention_mask,
-            position_ids=position_ids, past_key_values=out.past_key_values, use_cache=True,
-        )
+        logits = decode(token.unsqueeze(-1), attention_mask, position_ids)
     return torch.stack(tokens, dim=-1)

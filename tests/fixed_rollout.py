@@ -1,0 +1,52 @@
+"""A PPOModule whose rollout is a fixed, seeded batch with responses of 4-16 tokens.
+
+Used to compare updates across micro-batch sizes and process counts: every configuration
+trains on the same experience, each rank on its contiguous share of the rows.
+"""
+
+import torch
+
+from lightning_rlhf.models.value_head import response_logprobs
+from lightning_rlhf.modules import PPOModule
+from lightning_rlhf.rl.rollout import Rollout
+
+
+def fixed_rollout(module: PPOModule, rows: int = 8, query_len: int = 3, max_len: int = 16,
+                  seed: int = 0) -> Rollout:
+    g = torch.Generator().manual_seed(seed)
+    vocab = module.policy.lm.config.vocab_size
+    queries = torch.randint(2, vocab, (rows, query_len), generator=g)
+    query_mask = torch.ones_like(queries)
+    query_mask[::3, 0] = 0  # some left padding
+    lengths = torch.randint(4, max_len + 1, (rows,), generator=g)
+    response_mask = (torch.arange(max_len).expand(rows, max_len) < lengths.unsqueeze(-1)).long()
+    responses = torch.randint(2, vocab, (rows, max_len), generator=g).masked_fill(response_mask == 0, 1)
+    ids, mask = torch.cat([queries, responses], -1), torch.cat([query_mask, response_mask], -1)
+    with torch.no_grad():
+        logprobs, values = response_logprobs(module.policy, ids, mask, responses, module.hparams.temperature)
+    m = response_mask.float()
+    advantages = torch.randn(rows, max_len, generator=g) * m
+    returns = torch.randn(rows, max_len, generator=g) * m
+    zeros = torch.zeros_like(m)
+    return Rollout(queries, query_mask, responses, response_mask, logprobs, logprobs.clone(), values * m,
+                   torch.randn(rows, generator=g), zeros, advantages, returns, zeros)
+
+
+class FixedRolloutPPO(PPOModule):
+    """Trains on ``fixed_rollout`` (built from the initial weights); rank k takes the k-th share."""
+
+    def rollout(self, queries, query_mask, timings):
+        if not hasattr(self, "_fixed"):
+            self._fixed = fixed_rollout(self)
+        world, rank = self.trainer.world_size, self.global_rank
+        share = self._fixed.queries.shape[0] // world
+        rows = slice(rank * share, (rank + 1) * share)
+        return Rollout(*(x[rows].to(self.device) for x in self._fixed)), None
+
+
+LINEAR_ADAM = dict(learning_rate=1.0, adam_eps=10.0, max_grad_norm=None, ppo_epochs=1, num_mini_batches=1,
+                   weight_decay=0.0)  # with a large eps, AdamW's first step is ~ lr * grad / eps
+
+
+def flat_params(module: PPOModule) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).double() for p in module.policy.parameters()])
