@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -62,3 +63,31 @@ def export_at_fit_end(trainer, export_dir: str | None, model: PreTrainedModel,
     path = export_pretrained(model, tokenizer, folder)
     rank_zero_info(f"exported {what} to {path}")
     return path
+
+
+def _config_files() -> list[Path]:
+    """The YAML configs a user can run: ``configs/`` under the working directory and the repo's."""
+    roots = {Path("configs").resolve(), Path(__file__).resolve().parents[1] / "configs"}
+    return sorted({f for root in roots if root.is_dir() for f in root.rglob("*.yaml")})
+
+
+def made_by(path: str) -> str | None:
+    """The command that writes ``path``: the ``lightning-rlhf fit`` of the config whose model
+    exports there (or whose ``build_tokenizer`` builds it), if any config does."""
+    import yaml
+
+    target = os.path.normpath(os.path.expanduser(path))
+    for config in _config_files():
+        try:
+            data = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        init = ((data.get("model") or {}).get("init_args") or {}) if isinstance(data, dict) else {}
+        outputs = [init.get("export_dir"), (data.get("build_tokenizer") or {}).get("out")]
+        if any(isinstance(o, str) and os.path.normpath(o) == target for o in outputs):
+            try:
+                shown = config.relative_to(Path.cwd())
+            except ValueError:
+                shown = config
+            return f"lightning-rlhf fit --config {shown}"
+    return None

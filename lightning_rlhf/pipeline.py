@@ -1,22 +1,161 @@
-"""``lightning-rlhf-pipeline``: the whole offline showcase in one command, from the repo root.
+"""``lightning-rlhf-pipeline``: the whole job in one command, from a preset folder of configs.
 
-tokenizer -> SFT -> reward model (fit + test) -> PPO against that reward model -> evaluation
-of the SFT and PPO policies on held-out prompts. Each stage's wall time and key figures go to
-``<out>/pipeline_summary.json``; the evaluation report is ``<out>/eval/report.md``.
+``--preset offline`` (default) runs ``configs/offline/``: project tokenizer -> SFT -> reward
+model (fit + test) -> PPO -> evaluation, on a CPU without the Hugging Face hub. ``--preset gpt2``
+runs ``configs/gpt2/``: GPT-2 small SFT -> PPO against ``lvwerra/distilbert-imdb`` ->
+evaluation, on a GPU with the hub. A preset is a folder with ``pipeline.yaml`` (the stage order)
+and one ``lightning-rlhf fit`` config per stage; copy one to make your own (``--configs``).
+Each stage prints a line when it starts and ends; ``<artifacts>/pipeline_summary.json`` keeps
+the wall times and key figures, and the evaluation report is ``<artifacts>/eval/report.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import time
 from pathlib import Path
 
-from lightning_rlhf.cli import build_cli
-from lightning_rlhf.evaluation.cli import main as eval_main
-from lightning_rlhf.tokenizer_training import main as tokenizer_main
+import yaml
 
-OUT = Path("artifacts/offline")  # where configs/offline/*.yaml export and log
+from lightning_rlhf.errors import ArgumentParser, ConfigError, MissingInputError, UnreachableError, run_console
+from lightning_rlhf.hub import hub_cached, hub_reachable, looks_like_local_path
+
+LOCAL_DATA = "../shared/data/imdb"
+HUB_DATA = "stanfordnlp/imdb"
+PRESETS_ROOT = Path("configs")
+
+
+def _load_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise MissingInputError(f"'{path}' does not exist; run from the repository root or pass --configs")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _init_args(config: dict) -> dict:
+    return (config.get("model") or {}).get("init_args") or {}
+
+
+def hub_ids(stages: dict[str, dict]) -> list[str]:
+    """Model, tokenizer and data names of the stages that no earlier stage exports and no local
+    path holds: what the run must fetch from the hub."""
+    made, needed = set(), []
+    for config in stages.values():
+        init, data = _init_args(config), config.get("data") or {}
+        names = [init.get(k) for k in ("model_name_or_path", "policy_name_or_path", "tokenizer_name_or_path",
+                                       "ref_name_or_path", "reward_model")] + [data.get("tokenizer")]
+        for name in names:
+            if (isinstance(name, str) and name not in made and not os.path.exists(name)
+                    and not looks_like_local_path(name) and name not in needed):
+                needed.append(name)
+        made.update(x for x in (init.get("export_dir"), (config.get("build_tokenizer") or {}).get("out")) if x)
+    return needed
+
+
+def check_hub(ids: list[str], preset: str) -> None:
+    """Fail at once, naming the first id, when the hub is needed and unreachable."""
+    if not ids or hub_reachable():
+        return
+    missing = [i for i in ids if not hub_cached(i)]
+    if missing:
+        raise UnreachableError(
+            f"the {preset} preset needs '{missing[0]}' from the Hugging Face hub, which this machine cannot reach"
+            f" (all it needs: {', '.join(missing)}); without the hub run the offline preset: "
+            f"lightning-rlhf-pipeline --preset offline")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def _main(argv: list[str]) -> None:
+    p = ArgumentParser(prog="lightning-rlhf-pipeline", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="offline", help="a folder under configs/: offline (CPU) or gpt2 (GPU, hub)")
+    p.add_argument("--configs", help="a preset folder of your own (instead of configs/<preset>)")
+    p.add_argument("--data", help=f"IMDB source; default {LOCAL_DATA} when it exists, else {HUB_DATA}")
+    p.add_argument("--num-prompts", type=int, help="held-out prompts for the evaluation (default: the preset's)")
+    p.add_argument("--skip-existing", action="store_true", help="skip stages whose export already exists")
+    args = p.parse_args(argv)
+
+    folder = Path(args.configs) if args.configs else PRESETS_ROOT / args.preset
+    if not (folder / "pipeline.yaml").exists():
+        known = sorted(d.name for d in PRESETS_ROOT.glob("*") if (d / "pipeline.yaml").exists())
+        raise MissingInputError(f"no preset at '{folder}' (no pipeline.yaml there); presets: "
+                                f"{', '.join(known) or 'none found: run from the repository root'}")
+    plan = _load_yaml(folder / "pipeline.yaml")
+    stages = {name: _load_yaml(folder / f"{name}.yaml") for name in plan.get("stages", [])}
+    if not stages:
+        raise ConfigError(f"'{folder / 'pipeline.yaml'}' lists no stages")
+    data = args.data or (LOCAL_DATA if Path(LOCAL_DATA).exists() else HUB_DATA)
+    where = "local copy" if Path(data).exists() else "Hugging Face hub"
+    print(f"preset: {folder}; stages: {' -> '.join([*stages, 'eval'])}; data: {data} ({where})", flush=True)
+    check_hub(hub_ids(stages) + ([] if Path(data).exists() else [data]), folder.name)
+
+    exports = {name: _init_args(c).get("export_dir") for name, c in stages.items()}
+    out = Path(next(e for e in exports.values() if e)).parent
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, dict] = {}
+
+    def run_stage(name: str, export: str | None, fn) -> None:
+        if args.skip_existing and export and Path(export).exists():
+            print(f"== {name}: {export} exists, skipped", flush=True)
+            return
+        print(f"== {name}: started", flush=True)
+        start = time.perf_counter()
+        figures = fn() or {}
+        wall = time.perf_counter() - start
+        summary[name] = {"wall_s": round(wall, 1), **figures}
+        (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2))
+        shown = ", ".join(f"{k} {v:.3g}" for k, v in figures.items() if isinstance(v, float))
+        print(f"== {name}: done in {_minutes(wall)}" + (f" ({shown})" if shown else ""), flush=True)
+
+    from lightning_rlhf.cli import build_cli
+
+    def fit(name: str) -> dict:
+        cli = build_cli(["fit", "--config", str(folder / f"{name}.yaml"), "--data.data_path", data])
+        return {k: float(v) for k, v in cli.trainer.callback_metrics.items()
+                if k.startswith(("val/", "reward/score", "objective/kl"))}
+
+    def test(name: str) -> dict:
+        cli = build_cli(["test", "--config", str(folder / f"{name}.yaml"), "--data.data_path", data,
+                         "--model.init_args.model_name_or_path", exports[name],
+                         "--model.init_args.model_config", "null"])
+        return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+
+    for name in stages:
+        run_stage(name, exports[name], lambda n=name: fit(n))
+        if name in plan.get("test", []):
+            run_stage(f"{name}_test", None, lambda n=name: test(n))
+    evaluate = plan.get("evaluate") or {}
+    if evaluate.get("policies"):
+        run_stage("eval", None, lambda: _evaluate(stages, exports, evaluate, data, out, args.num_prompts))
+    width = max(len(k) for k in summary) if summary else 5
+    print("\nstage".ljust(width + 3) + "wall time   figures")
+    for name, row in summary.items():
+        figures = ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k != "wall_s" and isinstance(v, float))
+        print(f"{name.ljust(width + 2)}{_minutes(row['wall_s']):<12}{figures}")
+    print(f"summary: {out / 'pipeline_summary.json'}; report: {out / 'eval' / 'report.md'}", flush=True)
+
+
+def _evaluate(stages: dict[str, dict], exports: dict[str, str], evaluate: dict, data: str, out: Path,
+              num_prompts: int | None) -> dict:
+    """``lightning-rlhf-eval`` of the listed stages' exports; the reward and sampling settings come
+    from the last RL stage's config, the reference is the first policy."""
+    from lightning_rlhf.evaluation.cli import main as eval_main
+
+    names = evaluate["policies"]
+    rl = _init_args(stages[names[-1]])
+    reward = (["--reward-model", rl["reward_model"]] if rl.get("reward_model")
+              else ["--reward-fn", rl["reward_fn"]])
+    logs = _latest_version(Path(((stages[names[-1]].get("trainer") or {}).get("logger") or {})
+                                .get("init_args", {}).get("save_dir", "lightning_logs")) / names[-1])
+    eval_main([*(a for n in names for a in ("--policy", f"{n}={exports[n]}")), "--reference", exports[names[0]],
+               *reward, "--data", data, "--num-prompts", str(num_prompts or evaluate.get("num_prompts", 512)),
+               "--max-new-tokens", str(rl.get("response_max_tokens", 24)),
+               "--temperature", str(rl.get("temperature", 0.7)), "--out", str(out / "eval"),
+               *(["--stop-at-eos"] if rl.get("stop_at_eos") else []),
+               *(["--run-logdir", logs] if logs else [])])
+    return {}
 
 
 def _latest_version(log_root: Path) -> str | None:
@@ -25,53 +164,8 @@ def _latest_version(log_root: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="configs/offline", help="folder with sft/reward/ppo.yaml")
-    p.add_argument("--data", default="../shared/data/imdb", help="IMDB source of the configs")
-    p.add_argument("--num-prompts", type=int, default=512, help="held-out prompts for the evaluation")
-    p.add_argument("--skip-existing", action="store_true", help="skip stages whose export exists")
-    args = p.parse_args(argv)
-    configs, out = Path(args.configs), OUT
-    if not Path(args.data).exists():
-        raise SystemExit(f"data '{args.data}' does not exist; pass --data (run from the repository root)")
-    summary: dict[str, dict] = {}
-
-    def stage(name: str, export: Path | None, fn) -> None:
-        if args.skip_existing and export is not None and export.exists():
-            print(f"== {name}: {export} exists, skipped")
-            return
-        print(f"== {name}")
-        start = time.perf_counter()
-        figures = fn() or {}
-        summary[name] = {"wall_s": round(time.perf_counter() - start, 1), **figures}
-        (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2))
-
-    def fit(config: str) -> dict:
-        cli = build_cli(["fit", "--config", str(configs / config), "--data.data_path", args.data])
-        return {k: float(v) for k, v in cli.trainer.callback_metrics.items()
-                if k.startswith(("val/", "reward/score", "objective/kl"))}
-
-    def test_reward() -> dict:
-        cli = build_cli(["test", "--config", str(configs / "reward.yaml"), "--data.data_path", args.data,
-                         "--model.init_args.model_name_or_path", str(out / "reward"),
-                         "--model.init_args.model_config", "null"])
-        return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
-
-    out.mkdir(parents=True, exist_ok=True)
-    stage("tokenizer", out / "tokenizer", lambda: tokenizer_main(
-        ["--data", args.data, "--out", str(out / "tokenizer")]))
-    stage("sft", out / "sft", lambda: fit("sft.yaml"))
-    stage("reward", out / "reward", lambda: fit("reward.yaml"))
-    stage("reward_test", None, test_reward)
-    stage("ppo", out / "ppo", lambda: fit("ppo.yaml"))
-    run_logdir = _latest_version(out / "logs" / "ppo")
-    stage("eval", None, lambda: eval_main(
-        ["--policy", f"sft={out / 'sft'}", "--policy", f"ppo={out / 'ppo'}", "--reference", str(out / "sft"),
-         "--reward-model", str(out / "reward"), "--data", args.data, "--num-prompts", str(args.num_prompts),
-         "--max-new-tokens", "24", "--out", str(out / "eval")]
-        + (["--run-logdir", run_logdir] if run_logdir else [])))
-    print(json.dumps(summary, indent=2))
-    print(f"report: {out / 'eval' / 'report.md'}")
+    """Entry point of ``lightning-rlhf-pipeline``."""
+    run_console(_main, "lightning-rlhf-pipeline", argv)
 
 
 if __name__ == "__main__":

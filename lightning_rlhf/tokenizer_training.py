@@ -6,13 +6,15 @@ vocabulary trained on the reviews themselves makes offline SFT and PPO several t
 
 from __future__ import annotations
 
-import argparse
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from lightning_rlhf.data.sources import load_reviews
+from lightning_rlhf.errors import ArgumentParser, run_console
 
 EOS, PAD = "<|endoftext|>", "<pad>"
 
@@ -34,19 +36,36 @@ def train_bpe_tokenizer(texts: Iterator[str], vocab_size: int) -> PreTrainedToke
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_tokenizer(data: str, out: str, vocab_size: int = 8192, max_reviews: int | None = None) -> None:
+    """Train on the train split of ``data`` and save to ``out`` via a temporary folder (atomic)."""
+    train = load_reviews(data)["train"]
+    if max_reviews:
+        train = train.select(range(min(max_reviews, len(train))))
+    tokenizer = train_bpe_tokenizer(iter(train["text"]), vocab_size)
+    target = Path(out)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # another process built it meanwhile: same data, same tokenizer
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
+    print(f"saved a {len(tokenizer)}-token tokenizer trained on {len(train)} reviews to {out}", flush=True)
+
+
+def _main(argv: list[str]) -> None:
+    parser = ArgumentParser(prog="lightning-rlhf-tokenizer", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="IMDB source: hub id, folder or file")
     parser.add_argument("--out", required=True, help="folder to save the tokenizer to")
     parser.add_argument("--vocab-size", type=int, default=8192)
     parser.add_argument("--max-reviews", type=int, default=None, help="train on the first N")
     args = parser.parse_args(argv)
-    train = load_reviews(args.data)["train"]
-    if args.max_reviews:
-        train = train.select(range(min(args.max_reviews, len(train))))
-    tokenizer = train_bpe_tokenizer(iter(train["text"]), args.vocab_size)
-    tokenizer.save_pretrained(args.out)
-    print(f"saved a {len(tokenizer)}-token tokenizer trained on {len(train)} reviews to {args.out}")
+    build_tokenizer(args.data, args.out, args.vocab_size, args.max_reviews)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``lightning-rlhf-tokenizer``."""
+    run_console(_main, "lightning-rlhf-tokenizer", argv)
 
 
 if __name__ == "__main__":

@@ -70,10 +70,11 @@ def test_print_config_lists_the_module(tmp_path, tiny_gpt2, tokenizer_dir, imdb_
 
 
 def test_unknown_config_key_is_rejected(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
-    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
-    err = StringIO()
-    from contextlib import redirect_stderr
+    from jsonargparse import ArgumentError
 
-    with redirect_stderr(err), pytest.raises(SystemExit):
+    from lightning_rlhf.errors import user_message
+
+    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    with pytest.raises(ArgumentError) as caught:
         build_cli(["fit", "--config", str(config), "--model.init_args.learning_rat", "1"])
-    assert "learning_rat" in err.getvalue()
+    assert user_message(caught.value).startswith("model (SFTModule): option 'learning_rat' is not accepted")

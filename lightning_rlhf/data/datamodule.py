@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from lightning_rlhf.data.collate import ClassificationCollator, LeftPadCollator, LMBlockCollator
 from lightning_rlhf.data.resumable import EpochShuffleSampler, ResumableDataLoader
 from lightning_rlhf.data.sources import load_reviews
+from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.models.loading import load_tokenizer
 
 Shape = Literal["lm", "prompts", "classification"]
@@ -62,9 +63,9 @@ class IMDBDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if shape not in ("lm", "prompts", "classification"):
-            raise ValueError(f"shape must be lm, prompts or classification, not '{shape}'")
+            raise ConfigError(f"shape must be lm, prompts or classification, not '{shape}'")
         if not 1 <= prompt_min_tokens <= prompt_max_tokens:
-            raise ValueError(
+            raise ConfigError(
                 f"prompt length range [{prompt_min_tokens}, {prompt_max_tokens}] is empty or "
                 f"starts below 1; set 1 <= prompt_min_tokens <= prompt_max_tokens"
             )
@@ -87,7 +88,7 @@ class IMDBDataModule(L.LightningDataModule):
                 ds = ds.select(range(min(limit, len(ds))))
             ds = self._shape(ds)
             if len(ds) == 0:
-                raise ValueError(
+                raise ConfigError(
                     f"the {name} split of '{hp.data_path}' is empty after filtering for shape "
                     f"'{hp.shape}' (min_review_chars={hp.min_review_chars}, "
                     f"block_size={hp.block_size}); use more data or relax those settings"
@@ -102,7 +103,7 @@ class IMDBDataModule(L.LightningDataModule):
             return {"validation": raw["validation"].shuffle(seed=hp.seed), "train": train}
         n_val = int(hp.val_size * len(train)) if hp.val_size < 1 else int(hp.val_size)
         if not 0 < n_val < len(train):
-            raise ValueError(
+            raise ConfigError(
                 f"val_size={hp.val_size} leaves no train or no validation reviews out of "
                 f"{len(train)}; choose a size between 1 and {len(train) - 1}"
             )
@@ -113,7 +114,7 @@ class IMDBDataModule(L.LightningDataModule):
         if hp.shape == "classification":
             labels = set(ds.unique("label"))
             if not labels <= {0, 1}:
-                raise ValueError(
+                raise ConfigError(
                     f"labels must be 0 (neg) or 1 (pos) for the classification shape, found "
                     f"{sorted(labels)}; drop unlabelled rows (label -1) first"
                 )
@@ -152,7 +153,7 @@ class IMDBDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.splits:
-            raise ValueError(
+            raise ConfigError(
                 f"the data source '{self.hparams.data_path}' has no {split} split; "
                 f"add {split}* files next to the train files"
             )

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import datasets
 
-from lightning_rlhf.models.loading import looks_like_local_path
+from lightning_rlhf.errors import ConfigError, MissingInputError, UnreachableError
+from lightning_rlhf.hub import hub_reachable, looks_like_local_path
 
 FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 SPLIT_PREFIXES = {"train": "train", "test": "test", "validation": "val"}
@@ -33,7 +34,7 @@ def _files_by_split(folder: Path) -> tuple[str, dict[str, list[str]]]:
                     break
         if by_split:
             return builder, by_split
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"data folder '{folder}' holds no train*/test* .parquet, .jsonl or .csv files and no "
         f"aclImdb layout (train/pos/*.txt). Point data_path at such a folder or file."
     )
@@ -62,22 +63,26 @@ def _read_raw(source: str) -> datasets.DatasetDict:
         elif path.suffix in FILE_FORMATS:
             builder, files = FILE_FORMATS[path.suffix], {"train": [str(path)]}
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"data file '{source}' has suffix '{path.suffix}'; use .parquet, .jsonl or .csv"
             )
         return datasets.load_dataset(builder, data_files=files)
+    fix = ("Set data_path to a folder of train/test .parquet/.jsonl/.csv files, an extracted aclImdb/ "
+           "folder, or a Hugging Face dataset id such as stanfordnlp/imdb")
     if looks_like_local_path(source):
-        raise FileNotFoundError(
-            f"data path '{source}' does not exist. Set data_path to a folder of train/test "
-            f".parquet/.jsonl/.csv files, an extracted aclImdb/ folder, or a Hugging Face dataset "
-            f"id such as stanfordnlp/imdb."
-        )
+        raise MissingInputError(f"data path '{source}' does not exist. {fix}")
+    offline_cache = os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline_cache and not hub_reachable():
+        raise UnreachableError(
+            f"data '{source}' is neither a local path (no such folder under {os.getcwd()}) nor reachable: "
+            f"the Hugging Face hub does not answer from this machine (set HF_DATASETS_OFFLINE=1 to use a "
+            f"cached copy). {fix} (e.g. ../shared/data/imdb)")
     try:
         return datasets.load_dataset(source)
     except Exception as err:  # datasets raises many types for a missing or unreachable hub id
-        raise OSError(
-            f"could not load dataset '{source}' from the Hugging Face hub: {err}. Without hub "
-            f"access, set data_path to a local folder (e.g. ../shared/data/imdb)."
+        raise UnreachableError(
+            f"data '{source}' is neither a local path nor loadable from the Hugging Face hub "
+            f"({str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__}). {fix}"
         ) from err
 
 
@@ -95,14 +100,15 @@ def load_reviews(source: str) -> datasets.DatasetDict:
     raw = _read_raw(source)
     raw = datasets.DatasetDict({k: v for k, v in raw.items() if k in SPLIT_PREFIXES})
     if "train" not in raw:
-        raise ValueError(f"data source '{source}' has no train split (splits: {list(raw)})")
+        raise ConfigError(f"data source '{source}' has no train split (splits: {list(raw)})")
     for split, ds in raw.items():
         missing = {"text", "label"} - set(ds.column_names)
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"split '{split}' of '{source}' has no {sorted(missing)} column "
                 f"(columns: {ds.column_names}). Rename the columns to text/label."
             )
         extra = [c for c in ds.column_names if c not in ("text", "label")]
         raw[split] = ds.remove_columns(extra)
     return raw.map(_clean, batched=True, desc="cleaning <br /> tags")
+

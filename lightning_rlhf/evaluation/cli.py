@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_rlhf.errors import ArgumentParser, run_console
 from lightning_rlhf.evaluation.evaluate import evaluate_policies, held_out_prompts
 from lightning_rlhf.evaluation.report import write_report
 from lightning_rlhf.rewards import build_reward
@@ -21,7 +22,12 @@ def _policy(spec: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Entry point of ``lightning-rlhf-eval``; input errors end as one ``error:`` line."""
+    run_console(_main, "lightning-rlhf-eval", argv)
+
+
+def _main(argv: list[str]) -> None:
+    p = ArgumentParser(prog="lightning-rlhf-eval", description=__doc__.splitlines()[0])
     p.add_argument("--policy", type=_policy, action="append", required=True,
                    help="NAME=FOLDER of a save_pretrained causal LM; repeat to compare")
     p.add_argument("--reference", required=True, help="reference model for KL and perplexity (the SFT model)")
@@ -63,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{f['reward_ci95'][1]:+.3f}], positive {f['positive_rate']}, KL {f['kl_to_reference']:.3f}, "
               f"ppl {f['perplexity_under_reference']:.1f}, distinct-2 {f['distinct_2']:.3f}")
     print(f"wrote {report} in {time.perf_counter() - start:.0f} s")
+
 
 
 if __name__ == "__main__":

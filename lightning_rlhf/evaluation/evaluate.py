@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lightning_rlhf.data import IMDBDataModule
+from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.evaluation.metrics import distinct_n, mean_ci95
 from lightning_rlhf.generation import decode_responses, encode_prompts
 from lightning_rlhf.models.forward import response_logits
@@ -37,10 +38,10 @@ def held_out_prompts(data_path: str, tokenizer: str, n: int, seed: int, prompt_m
                         min_review_chars=min_review_chars)
     dm.setup("test")
     if "test" not in dm.splits:
-        raise ValueError(f"'{data_path}' has no test split to draw held-out prompts from")
+        raise ConfigError(f"'{data_path}' has no test split to draw held-out prompts from")
     rows = dm.splits["test"]["input_ids"][:n]
     if len(rows) < n:
-        raise ValueError(f"only {len(rows)} held-out prompts are available, {n} were asked for")
+        raise ConfigError(f"only {len(rows)} held-out prompts are available, {n} were asked for")
     return [dm.tokenizer.decode(ids, skip_special_tokens=True) for ids in rows]
 
 
@@ -97,7 +98,7 @@ def evaluate_policies(policies: dict[str, str], reference: str, reward, prompts:
     results = []
     for name, path in policies.items():
         if len(load_tokenizer(path)) != len(ref_tok):
-            raise ValueError(f"policy '{name}' ({path}) and the reference ({reference}) use different "
+            raise ConfigError(f"policy '{name}' ({path}) and the reference ({reference}) use different "
                              f"tokenizers, so their log-probs (KL) cannot be compared")
         results.append(evaluate_policy(name, path, ref, reward, prompts, max_new_tokens, temperature,
                                        batch_size, seed, stop_at_eos, dev))

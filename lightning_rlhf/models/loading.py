@@ -8,6 +8,7 @@ which builds a randomly initialised model from a fixed seed so that it can be re
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +22,54 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lightning_rlhf.errors import ConfigError, MissingInputError, UnreachableError
+from lightning_rlhf.export import made_by
+from lightning_rlhf.hub import hub_cached, hub_reachable, looks_like_local_path
+
 POSITIVE_ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
 
 
-def looks_like_local_path(name: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything else is meant as a local path."""
-    return (
-        name.startswith((".", "/", "~"))
-        or name.count("/") > 1
-        or os.sep != "/" and os.sep in name
-        or Path(name).suffix in {".parquet", ".jsonl", ".json", ".csv", ".txt"}
+def _missing(kind: str, name: str, reason: str) -> Exception:
+    """A missing folder (with the command that makes it), or a hub id that could not be loaded;
+    a name that could be either (``org/name``) gets both."""
+    maker = made_by(name)
+    fix = (f"it is the export of `{maker}`; run that first (or `lightning-rlhf-pipeline` for every stage)"
+           if maker else "pass an existing folder written by `save_pretrained`, or a hub id")
+    if looks_like_local_path(name):
+        return MissingInputError(f"{kind} folder '{name}' does not exist: {fix}")
+    return UnreachableError(
+        f"{kind} '{name}' is neither a local folder (no such folder under {os.getcwd()}) nor loadable from "
+        f"the Hugging Face hub ({reason}); {fix}. Without the hub, use local folders (`--preset offline`)"
     )
 
 
-def _hub_error(kind: str, name: str, err: Exception) -> OSError:
-    if looks_like_local_path(name) and not os.path.exists(os.path.expanduser(name)):
-        return FileNotFoundError(
-            f"{kind} path '{name}' does not exist. Pass an existing folder written by "
-            f"`save_pretrained` (did an earlier stage export there?) or a Hugging Face hub id."
-        )
-    return OSError(
-        f"could not load {kind} '{name}': {err}. If this machine has no access to the Hugging Face "
-        f"hub, pass a local folder (for example one written by `save_pretrained`) instead."
-    )
+def from_source(kind: str, name: str, load: Callable[..., Any]) -> Any:
+    """``load(name_or_path, local_files_only=...)`` for a local folder, a cached or a reachable hub id.
+
+    A path that does not exist and cannot be a hub id fails at once, naming the command that
+    makes it; a hub id fails at once when the hub is unreachable and the id is not cached.
+    """
+    path = os.path.expanduser(name)
+    if os.path.exists(path):
+        try:
+            return load(path, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise MissingInputError(f"could not load {kind} from '{name}': {_first_line(err)}") from err
+    if looks_like_local_path(name):
+        raise _missing(kind, name, "")
+    online = hub_reachable()
+    if not online and not hub_cached(name):
+        raise _missing(kind, name, "the hub is not reachable from this machine and the id is not cached")
+    try:
+        return load(name, local_files_only=not online)
+    except (OSError, ValueError) as err:
+        reason = _first_line(err) if online else "the hub is not reachable from this machine and the id is not cached"
+        raise _missing(kind, name, reason) from err
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def check_export_folder(path: str, kind: str) -> None:
@@ -52,13 +78,13 @@ def check_export_folder(path: str, kind: str) -> None:
     if not folder.is_dir():
         return
     if not (folder / "config.json").exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{kind} folder '{path}' has no config.json, so it is not a `save_pretrained` export. "
             f"Re-run the stage that exports it, or point at the right folder."
         )
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
     if kind != "tokenizer" and not has_weights:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{kind} folder '{path}' has config.json but no weights (*.safetensors or *.bin). "
             f"The export was interrupted or copied partly; export it again."
         )
@@ -71,15 +97,12 @@ def load_tokenizer(name_or_path: str, pad_with_eos: bool = True) -> PreTrainedTo
     not token ids, decide what is padding everywhere in this package); otherwise a tokenizer
     without a pad token is an error that says how to add one.
     """
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path))
-    except (OSError, ValueError) as err:
-        raise _hub_error("tokenizer", name_or_path, err) from err
+    tokenizer = from_source("tokenizer", name_or_path, AutoTokenizer.from_pretrained)
     if tokenizer.pad_token is None:
         if pad_with_eos and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"tokenizer '{name_or_path}' has no pad token"
                 + (" and no eos token" if tokenizer.eos_token is None else "")
                 + ". Add one and save it (tokenizer.add_special_tokens({'pad_token': '<pad>'}); "
@@ -116,12 +139,9 @@ def load_causal_lm(
     if config is not None:
         return build_from_config(config, "causal_lm", seed)
     if name_or_path is None:
-        raise ValueError("give either model_name_or_path or model_config")
+        raise ConfigError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
-    try:
-        return AutoModelForCausalLM.from_pretrained(os.path.expanduser(name_or_path))
-    except (OSError, ValueError) as err:
-        raise _hub_error("model", name_or_path, err) from err
+    return from_source("model", name_or_path, AutoModelForCausalLM.from_pretrained)
 
 
 def load_sequence_classifier(
@@ -141,14 +161,10 @@ def load_sequence_classifier(
     if config is not None:
         return build_from_config({**config, **labels}, "classifier", seed, default_type="distilbert")
     if name_or_path is None:
-        raise ValueError("give either model_name_or_path or model_config")
+        raise ConfigError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            os.path.expanduser(name_or_path), **labels
-        )
-    except (OSError, ValueError) as err:
-        raise _hub_error("model", name_or_path, err) from err
+    return from_source("model", name_or_path,
+                       lambda source, **kw: AutoModelForSequenceClassification.from_pretrained(source, **labels, **kw))
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel
 
+from lightning_rlhf.errors import InputImportError
+
 
 def apply_lora(lm: PreTrainedModel, r: int, alpha: int, target_modules: list[str] | None) -> PreTrainedModel:
     """Wrap ``lm`` with trainable LoRA adapters of rank ``r``; the base weights are frozen.
@@ -14,7 +16,7 @@ def apply_lora(lm: PreTrainedModel, r: int, alpha: int, target_modules: list[str
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:
-        raise ImportError("lora_r > 0 needs peft: pip install 'lightning-rlhf[lora]'") from err
+        raise InputImportError("lora_r > 0 needs peft: pip install 'lightning-rlhf[lora]'") from err
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_modules,
                         task_type="CAUSAL_LM")
     return get_peft_model(lm, config)

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 
 from lightning_rlhf.distributed import all_ranks_true, gather_flat, global_mean
+from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end
 from lightning_rlhf.generation import decode_responses, generate_texts
 from lightning_rlhf.guard import NonFiniteGuard
@@ -105,6 +106,13 @@ class PPOModule(L.LightningModule):
         export_dir: Folder for the policy's ``save_pretrained`` export; default ``<log_dir>/export``.
     """
 
+    rlhf_stage = "ppo"
+
+    @property
+    def optimizer_steps_per_batch(self) -> int:
+        """Optimizer steps one training batch (one PPO iteration) takes, for progress totals."""
+        return self.hparams.ppo_epochs * self.hparams.num_mini_batches
+
     def __init__(
         self,
         policy_name_or_path: str | None = "gpt2",
@@ -159,15 +167,15 @@ class PPOModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if not 1 <= response_min_tokens <= response_max_tokens:
-            raise ValueError(f"response length range [{response_min_tokens}, {response_max_tokens}] is empty; "
+            raise ConfigError(f"response length range [{response_min_tokens}, {response_max_tokens}] is empty; "
                              f"set 1 <= response_min_tokens <= response_max_tokens")
         if (reward_model is None) == (reward_fn is None):
-            raise ValueError("set exactly one of reward_model (a classifier) and reward_fn (an import path); "
+            raise ConfigError("set exactly one of reward_model (a classifier) and reward_fn (an import path); "
                              "to use reward_fn, also set reward_model: null")
         if loss_aggregation not in AGGREGATIONS:
-            raise ValueError(f"loss_aggregation must be one of {', '.join(AGGREGATIONS)}, not '{loss_aggregation}'")
+            raise ConfigError(f"loss_aggregation must be one of {', '.join(AGGREGATIONS)}, not '{loss_aggregation}'")
         if lora_r > 0 and ref_name_or_path is not None:
-            raise ValueError("with lora_r > 0 the reference is the policy without its adapter; "
+            raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; "
                              "remove ref_name_or_path")
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -232,7 +240,7 @@ class PPOModule(L.LightningModule):
             self.policy.lm.config, "max_position_embeddings", None)
         prompt_max = getattr(getattr(dm, "hparams", None), "prompt_max_tokens", None)
         if context and prompt_max and prompt_max + self.hparams.response_max_tokens > context:
-            raise ValueError(
+            raise ConfigError(
                 f"prompt_max_tokens ({prompt_max}) + response_max_tokens "
                 f"({self.hparams.response_max_tokens}) exceeds the policy's context of {context} "
                 f"positions; shorten prompts or responses"

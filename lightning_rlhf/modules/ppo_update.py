@@ -6,6 +6,7 @@ import lightning as L
 import torch
 
 from lightning_rlhf.distributed import all_ranks_true, global_sum, world_size
+from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.rl.aggregation import global_counts, token_weights
 from lightning_rlhf.rl.logprobs import logprobs_and_entropy
 from lightning_rlhf.rl.losses import PPOLoss, ppo_loss
@@ -33,11 +34,11 @@ def check_batch_division(batch_size: int, num_mini_batches: int, micro_batch_siz
     ``ppo_epochs * num_mini_batches`` steps per iteration, out early.
     """
     if num_mini_batches < 1 or batch_size % num_mini_batches:
-        raise ValueError(f"num_mini_batches ({num_mini_batches}) does not divide the batch size ({batch_size}); "
+        raise ConfigError(f"num_mini_batches ({num_mini_batches}) does not divide the batch size ({batch_size}); "
                          f"choose a batch size that is a multiple of it")
     mini = batch_size // num_mini_batches
     if micro_batch_size is not None and (micro_batch_size < 1 or mini % micro_batch_size):
-        raise ValueError(f"micro_batch_size ({micro_batch_size}) does not divide the mini-batch of {mini} rows "
+        raise ConfigError(f"micro_batch_size ({micro_batch_size}) does not divide the mini-batch of {mini} rows "
                          f"(batch size {batch_size} / num_mini_batches {num_mini_batches}); choose a divisor of {mini}")
 
 

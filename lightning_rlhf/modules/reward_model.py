@@ -32,6 +32,8 @@ class RewardModelModule(L.LightningModule):
         init_seed: Seed for random initialisation from model_config.
     """
 
+    rlhf_stage = "reward"
+
     def __init__(
         self,
         model_name_or_path: str | None = "distilbert-base-uncased",

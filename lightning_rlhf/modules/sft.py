@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end
 from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
@@ -33,6 +34,8 @@ class SFTModule(L.LightningModule):
         init_seed: Seed for random initialisation from model_config.
     """
 
+    rlhf_stage = "sft"
+
     def __init__(
         self,
         model_name_or_path: str | None = "gpt2",
@@ -51,7 +54,7 @@ class SFTModule(L.LightningModule):
         self.model = load_causal_lm(model_name_or_path, model_config, seed=init_seed)
         vocab = self.model.get_input_embeddings().num_embeddings
         if len(self.tokenizer) > vocab:
-            raise ValueError(
+            raise ConfigError(
                 f"tokenizer has {len(self.tokenizer)} tokens but the model embeds only {vocab}; "
                 f"set model_config.vocab_size >= {len(self.tokenizer)} or use the model's tokenizer"
             )

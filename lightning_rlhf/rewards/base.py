@@ -8,6 +8,8 @@ from typing import Protocol
 
 import torch
 
+from lightning_rlhf.errors import ConfigError, InputImportError, InputTypeError
+
 
 class RewardFunction(Protocol):
     """Scores decoded samples: ``reward(prompts, responses) -> (b,)`` float tensor."""
@@ -21,17 +23,17 @@ def import_reward_function(path: str) -> Callable:
     if not sep:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
-        raise ValueError(f"reward function '{path}' is not an import path like 'my_pkg.rewards:score'")
+        raise ConfigError(f"reward function '{path}' is not an import path like 'my_pkg.rewards:score'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ImportError(
+        raise InputImportError(
             f"cannot import module '{module_name}' of reward function '{path}': {err}. "
             f"Is the package installed or on PYTHONPATH?"
         ) from err
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise ImportError(f"'{module_name}' has no callable '{attr}' (reward function '{path}')")
+        raise InputImportError(f"'{module_name}' has no callable '{attr}' (reward function '{path}')")
     return fn
 
 
@@ -57,12 +59,12 @@ class ValidatedReward:
         try:
             scores = torch.as_tensor(out, dtype=torch.float32)
         except (TypeError, ValueError) as err:
-            raise TypeError(
+            raise InputTypeError(
                 f"reward function '{self.name}' returned {type(out).__name__}; return a float "
                 f"tensor or list with one score per sample"
             ) from err
         if scores.shape != (n,):
-            raise ValueError(
+            raise ConfigError(
                 f"reward function '{self.name}' returned shape {tuple(scores.shape)} for "
                 f"{n} samples; it must return one score per sample, shape ({n},)"
             )
@@ -72,7 +74,7 @@ class ValidatedReward:
         if bad.any():
             i = int(bad.nonzero()[0])
             where = f": prompt={prompts[i]!r} response={responses[i]!r}" if prompts is not None else ""
-            raise ValueError(
+            raise ConfigError(
                 f"reward function '{self.name}' returned a non-finite score ({scores[i].item()}) for "
                 f"sample {i}{where}"
             )

@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 
+from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.models.loading import disable_dropout, load_sequence_classifier, load_tokenizer
 
 
@@ -18,7 +19,7 @@ def find_label_index(id2label: dict, positive_label: str) -> int:
     for index, label in id2label.items():
         if str(label).lower() == positive_label.lower():
             return int(index)
-    raise ValueError(
+    raise ConfigError(
         f"the reward classifier has no label '{positive_label}'; its labels are "
         f"{sorted(map(str, id2label.values()))}. Set positive_label to the positive one."
     )
@@ -47,7 +48,7 @@ class SentimentClassifierReward(torch.nn.Module):
     ) -> None:
         super().__init__()
         if output not in ("logit", "probability"):
-            raise ValueError(f"output must be 'logit' or 'probability', not '{output}'")
+            raise ConfigError(f"output must be 'logit' or 'probability', not '{output}'")
         self.tokenizer = load_tokenizer(model_name_or_path)
         self.model = load_sequence_classifier(model_name_or_path).eval()
         self.model.requires_grad_(False)

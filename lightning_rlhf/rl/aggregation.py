@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
+from lightning_rlhf.errors import ConfigError
+
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
@@ -61,10 +63,10 @@ def token_weights(
         weights = mask / mask.sum(-1, keepdim=True).clamp(min=1) / max(total_sequences, 1.0)
     elif aggregation == "seq_mean_token_sum_norm":
         if not max_tokens:
-            raise ValueError("seq_mean_token_sum_norm needs max_tokens, the constant divisor")
+            raise ConfigError("seq_mean_token_sum_norm needs max_tokens, the constant divisor")
         weights = mask / (max_tokens * max(total_sequences, 1.0))
     else:
-        raise ValueError(f"loss aggregation must be one of {', '.join(AGGREGATIONS)}, not '{aggregation}'")
+        raise ConfigError(f"loss aggregation must be one of {', '.join(AGGREGATIONS)}, not '{aggregation}'")
     return weights * scale
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 import torch
 
+from lightning_rlhf.errors import ConfigError
+
 KLEstimator = Literal["k1", "k3"]
 
 
@@ -27,7 +29,7 @@ def kl_estimate(
         return log_ratio
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"unknown KL estimator '{estimator}'; use k1 or k3")
+    raise ConfigError(f"unknown KL estimator '{estimator}'; use k1 or k3")
 
 
 class FixedKLController:
