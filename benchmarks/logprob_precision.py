@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=256)
     p.add_argument("--vocab-size", type=int, default=8192)
-X
+    p.add_argument("--logit-scale", type=float, default=10.0, help="multiplies the weight of ln_f")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--length", type=int, default=32)
     p.add_argument("--response", type=int, default=24)
