@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -59,7 +59,7 @@ class RLHFCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         for i, callback in enumerate(trainer.callbacks):
-            if type(callback) is TQDMProgressBar:  # Lightning's default: same bar, real totals
+            if type(callback) in (TQDMProgressBar, RichProgressBar):  # Lightning's default bar
                 trainer.callbacks[i] = RunProgress()
         return trainer
 

@@ -69,3 +69,13 @@ def test_sft_builds_its_tokenizer_when_missing(tmp_path, tiny_gpt2, imdb_dir, ca
     build_cli(["fit", "--config", str(config_path)])
     assert (built / "tokenizer.json").read_text() == first, "an existing tokenizer is reused, not rebuilt"
     assert Path(tmp_path / "export" / "model.safetensors").exists()
+
+
+def test_the_cli_replaces_lightnings_default_bar(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
+    from test_cli import _sft_config
+
+    from lightning_rlhf.cli import build_cli
+
+    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    cli = build_cli(["--config", str(config), "--trainer.enable_progress_bar", "true"], run=False)
+    assert isinstance(cli.trainer.progress_bar_callback, RunProgress)
