@@ -99,7 +99,7 @@ def evaluate_policies(policies: dict[str, str], reference: str, reward, prompts:
     for name, path in policies.items():
         if len(load_tokenizer(path)) != len(ref_tok):
             raise ConfigError(f"policy '{name}' ({path}) and the reference ({reference}) use different "
-                             f"tokenizers, so their log-probs (KL) cannot be compared")
+                              f"tokenizers, so their log-probs (KL) cannot be compared")
         results.append(evaluate_policy(name, path, ref, reward, prompts, max_new_tokens, temperature,
                                        batch_size, seed, stop_at_eos, dev))
     return results

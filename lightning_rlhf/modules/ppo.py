@@ -168,15 +168,15 @@ class PPOModule(L.LightningModule):
         super().__init__()
         if not 1 <= response_min_tokens <= response_max_tokens:
             raise ConfigError(f"response length range [{response_min_tokens}, {response_max_tokens}] is empty; "
-                             f"set 1 <= response_min_tokens <= response_max_tokens")
+                              f"set 1 <= response_min_tokens <= response_max_tokens")
         if (reward_model is None) == (reward_fn is None):
             raise ConfigError("set exactly one of reward_model (a classifier) and reward_fn (an import path); "
-                             "to use reward_fn, also set reward_model: null")
+                              "to use reward_fn, also set reward_model: null")
         if loss_aggregation not in AGGREGATIONS:
             raise ConfigError(f"loss_aggregation must be one of {', '.join(AGGREGATIONS)}, not '{loss_aggregation}'")
         if lora_r > 0 and ref_name_or_path is not None:
             raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; "
-                             "remove ref_name_or_path")
+                              "remove ref_name_or_path")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are not in checkpoints

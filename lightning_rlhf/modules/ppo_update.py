@@ -35,11 +35,12 @@ def check_batch_division(batch_size: int, num_mini_batches: int, micro_batch_siz
     """
     if num_mini_batches < 1 or batch_size % num_mini_batches:
         raise ConfigError(f"num_mini_batches ({num_mini_batches}) does not divide the batch size ({batch_size}); "
-                         f"choose a batch size that is a multiple of it")
+                          f"choose a batch size that is a multiple of it")
     mini = batch_size // num_mini_batches
     if micro_batch_size is not None and (micro_batch_size < 1 or mini % micro_batch_size):
         raise ConfigError(f"micro_batch_size ({micro_batch_size}) does not divide the mini-batch of {mini} rows "
-                         f"(batch size {batch_size} / num_mini_batches {num_mini_batches}); choose a divisor of {mini}")
+                          f"(batch size {batch_size} / num_mini_batches {num_mini_batches}); "
+                          f"choose a divisor of {mini}")
 
 
 def ppo_update(module: L.LightningModule, ro: Rollout,
