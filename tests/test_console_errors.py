@@ -86,6 +86,7 @@ def test_bad_inputs_end_with_one_error_line(fresh_checkout, tmp_path, tokenizer_
     for (cmd, words), done in zip(cases, results, strict=True):
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
         shown = f"{' '.join(cmd)} -> rc {done.returncode}: {last}"
+        print(shown)
         assert done.returncode == 2, shown
         assert last.startswith("error: "), shown
         assert all(w in last for w in words), shown
