@@ -44,6 +44,12 @@ _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "E
           "Expected a <class 'NoneType'>", "Given value type:", "Given value:", "Namespace(")
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 

@@ -82,7 +82,9 @@ def made_by(path: str) -> str | None:
             data = yaml.safe_load(config.read_text()) or {}
         except (OSError, yaml.YAMLError):
             continue
-        init = ((data.get("model") or {}).get("init_args") or {}) if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            continue
+        init = (data.get("model") or {}).get("init_args") or {}
         outputs = [init.get("export_dir"), (data.get("build_tokenizer") or {}).get("out")]
         if any(isinstance(o, str) and os.path.normpath(o) == target for o in outputs):
             try:

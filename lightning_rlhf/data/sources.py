@@ -12,7 +12,7 @@ from pathlib import Path
 
 import datasets
 
-from lightning_rlhf.errors import ConfigError, MissingInputError, UnreachableError
+from lightning_rlhf.errors import ConfigError, MissingInputError, UnreachableError, first_line
 from lightning_rlhf.hub import hub_reachable, looks_like_local_path
 
 FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -82,7 +82,7 @@ def _read_raw(source: str) -> datasets.DatasetDict:
     except Exception as err:  # datasets raises many types for a missing or unreachable hub id
         raise UnreachableError(
             f"data '{source}' is neither a local path nor loadable from the Hugging Face hub "
-            f"({str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__}). {fix}"
+            f"({first_line(err)}). {fix}"
         ) from err
 
 
@@ -111,4 +111,3 @@ def load_reviews(source: str) -> datasets.DatasetDict:
         extra = [c for c in ds.column_names if c not in ("text", "label")]
         raw[split] = ds.remove_columns(extra)
     return raw.map(_clean, batched=True, desc="cleaning <br /> tags")
-

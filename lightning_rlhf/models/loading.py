@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lightning_rlhf.errors import ConfigError, MissingInputError, UnreachableError
+from lightning_rlhf.errors import ConfigError, MissingInputError, UnreachableError, first_line
 from lightning_rlhf.export import made_by
 from lightning_rlhf.hub import hub_cached, hub_reachable, looks_like_local_path
 
@@ -54,22 +54,16 @@ def from_source(kind: str, name: str, load: Callable[..., Any]) -> Any:
         try:
             return load(path, local_files_only=True)
         except (OSError, ValueError) as err:
-            raise MissingInputError(f"could not load {kind} from '{name}': {_first_line(err)}") from err
+            raise MissingInputError(f"could not load {kind} from '{name}': {first_line(err)}") from err
     if looks_like_local_path(name):
         raise _missing(kind, name, "")
-    online = hub_reachable()
+    online, offline_reason = hub_reachable(), "the hub is not reachable from this machine and the id is not cached"
     if not online and not hub_cached(name):
-        raise _missing(kind, name, "the hub is not reachable from this machine and the id is not cached")
+        raise _missing(kind, name, offline_reason)
     try:
         return load(name, local_files_only=not online)
     except (OSError, ValueError) as err:
-        reason = _first_line(err) if online else "the hub is not reachable from this machine and the id is not cached"
-        raise _missing(kind, name, reason) from err
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
+        raise _missing(kind, name, first_line(err) if online else offline_reason) from err
 
 
 def check_export_folder(path: str, kind: str) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from lightning_rlhf.distributed import all_ranks_true, gather_flat, global_mean
 from lightning_rlhf.errors import ConfigError
-from lightning_rlhf.export import export_at_fit_end
+from lightning_rlhf.export import export_at_fit_end, model_context
 from lightning_rlhf.generation import decode_responses, generate_texts
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
@@ -236,8 +236,7 @@ class PPOModule(L.LightningModule):
     # -- setup -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
-        context = getattr(self.policy.lm.config, "n_positions", None) or getattr(
-            self.policy.lm.config, "max_position_embeddings", None)
+        context = model_context(self.policy.lm)
         prompt_max = getattr(getattr(dm, "hparams", None), "prompt_max_tokens", None)
         if context and prompt_max and prompt_max + self.hparams.response_max_tokens > context:
             raise ConfigError(

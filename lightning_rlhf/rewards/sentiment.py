@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 
 from lightning_rlhf.errors import ConfigError
+from lightning_rlhf.export import model_context
 from lightning_rlhf.models.loading import disable_dropout, load_sequence_classifier, load_tokenizer
 
 
@@ -56,8 +57,7 @@ class SentimentClassifierReward(torch.nn.Module):
         self.positive_index = find_label_index(self.model.config.id2label, positive_label)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        context = getattr(self.model.config, "max_position_embeddings", None) or getattr(
-            self.model.config, "n_positions", 512)
+        context = model_context(self.model) or 512
         self.max_length = min(max_length or context, context)
         self.output = output
         self.batch_size = batch_size
