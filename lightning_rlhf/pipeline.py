@@ -140,7 +140,8 @@ def _main(argv: list[str]) -> None:
 def _evaluate(stages: dict[str, dict], exports: dict[str, str], evaluate: dict, data: str, out: Path,
               num_prompts: int | None) -> dict:
     """``lightning-rlhf-eval`` of the listed stages' exports; the reward and sampling settings come
-    from the last RL stage's config, the reference is the first policy."""
+    from the last RL stage's config, the reference is the first policy. Returns each policy's
+    held-out mean reward and KL for the summary."""
     from lightning_rlhf.evaluation.cli import main as eval_main
 
     names = evaluate["policies"]
@@ -155,7 +156,9 @@ def _evaluate(stages: dict[str, dict], exports: dict[str, str], evaluate: dict, 
                "--temperature", str(rl.get("temperature", 0.7)), "--out", str(out / "eval"),
                *(["--stop-at-eos"] if rl.get("stop_at_eos") else []),
                *(["--run-logdir", logs] if logs else [])])
-    return {}
+    policies = json.loads((out / "eval" / "metrics.json").read_text())["policies"]
+    return {f"{name}/{key}": float(figures[key]) for name, figures in policies.items()
+            for key in ("reward_mean", "kl_to_reference") if figures.get(key) is not None}
 
 
 def _latest_version(log_root: Path) -> str | None:

@@ -63,11 +63,10 @@ class RunProgress(TQDMProgressBar):
 
     @property
     def total_train_batches(self) -> int | float:
-        trainer, module = self.trainer, self.trainer.lightning_module
-        done = trainer.fit_loop.total_batch_idx if trainer.global_step else 0
-        left = batches_in_run(trainer, module) - done
-        in_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        return min(trainer.num_training_batches, in_epoch + max(left, 0))
+        trainer = self.trainer
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        left = batches_in_run(trainer, trainer.lightning_module) - progress.total.ready
+        return min(trainer.num_training_batches, progress.current.ready + max(left, 0))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -101,9 +100,10 @@ class RunProgress(TQDMProgressBar):
     def _maybe_print(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now, steps = time.monotonic(), trainer.global_step
         total_steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        done_batches = trainer.fit_loop.epoch_loop.batch_progress.total.ready
         if total_steps is None:
             batches = batches_in_run(trainer, pl_module)
-            fraction = trainer.fit_loop.total_batch_idx / batches if not math.isinf(batches) else 0.0
+            fraction = done_batches / batches if not math.isinf(batches) else 0.0
         else:
             fraction = steps / total_steps
         bucket = int(fraction * 100 // self.every_percent)
@@ -114,7 +114,7 @@ class RunProgress(TQDMProgressBar):
         start_fraction = self._first_step / total_steps if total_steps else 0.0
         done = fraction - start_fraction
         left = f", ~{_clock(elapsed / done * (1 - fraction))} left" if done > 0 else ""
-        where = f"step {steps}/{total_steps}" if total_steps else f"batch {trainer.fit_loop.total_batch_idx + 1}"
+        where = f"step {steps}/{total_steps}" if total_steps else f"batch {done_batches}"
         print(f"[{stage_name(pl_module)}] {where} ({fraction:.0%}), {_clock(elapsed)} elapsed{left}"
               f"{self._figures(trainer)}", flush=True)
 

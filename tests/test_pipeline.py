@@ -1,0 +1,63 @@
+"""A preset folder of tiny configs through ``lightning-rlhf-pipeline --configs``: stages, eval, summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from conftest import TINY_DISTILBERT, TINY_GPT2
+
+from lightning_rlhf.pipeline import main as pipeline_main
+
+
+def _write(path: Path, config: dict) -> None:
+    path.write_text(yaml.safe_dump(config))
+
+
+def test_pipeline_runs_a_preset_folder(tmp_path, tokenizer_dir, imdb_dir, capsys):
+    art, preset = tmp_path / "artifacts", tmp_path / "preset"
+    preset.mkdir()
+    gpt2 = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
+    trainer = {"accelerator": "cpu", "max_steps": 2, "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": str(art / "logs")}},
+        "limit_val_batches": 1, "enable_model_summary": False}
+    data = {"data_path": "unused", "tokenizer": tokenizer_dir, "val_size": 20}
+    _write(preset / "sft.yaml", {
+        "trainer": {**trainer, "logger": {**trainer["logger"], "init_args": {"save_dir": str(art / "logs"),
+                                                                            "name": "sft"}}},
+        "model": {"class_path": "lightning_rlhf.modules.SFTModule", "init_args": {
+            "model_name_or_path": None, "model_config": gpt2, "tokenizer_name_or_path": tokenizer_dir,
+            "export_dir": str(art / "sft")}},
+        "data": {**data, "shape": "lm", "block_size": 16, "batch_size": 4}})
+    _write(preset / "reward.yaml", {
+        "trainer": {**trainer, "logger": {**trainer["logger"], "init_args": {"save_dir": str(art / "logs"),
+                                                                            "name": "reward"}}},
+        "model": {"class_path": "lightning_rlhf.modules.RewardModelModule", "init_args": {
+            "model_name_or_path": None, "model_config": TINY_DISTILBERT, "tokenizer_name_or_path": tokenizer_dir,
+            "export_dir": str(art / "reward")}},
+        "checkpoint": {"monitor": "val/acc", "mode": "max"},
+        "data": {**data, "shape": "classification", "batch_size": 8, "max_length": 64}})
+    _write(preset / "ppo.yaml", {
+        "trainer": {**trainer, "logger": {**trainer["logger"], "init_args": {"save_dir": str(art / "logs"),
+                                                                            "name": "ppo"}}},
+        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": {
+            "policy_name_or_path": str(art / "sft"), "reward_model": str(art / "reward"), "ppo_epochs": 1,
+            "response_min_tokens": 4, "response_max_tokens": 4, "export_dir": str(art / "ppo")}},
+        "data": {**data, "tokenizer": str(art / "sft"), "shape": "prompts", "batch_size": 8,
+                 "min_review_chars": 50, "prompt_min_tokens": 2, "prompt_max_tokens": 5}})
+    _write(preset / "pipeline.yaml", {"stages": ["sft", "reward", "ppo"], "test": ["reward"],
+                                      "evaluate": {"policies": ["sft", "ppo"], "num_prompts": 8}})
+
+    pipeline_main(["--configs", str(preset), "--data", imdb_dir])
+    out = capsys.readouterr().out
+    for stage in ("sft", "reward", "reward_test", "ppo", "eval"):
+        assert f"== {stage}: started" in out and f"== {stage}: done in" in out
+    assert f"data: {imdb_dir} (local copy)" in out
+    summary = json.loads((art / "pipeline_summary.json").read_text())
+    assert list(summary) == ["sft", "reward", "reward_test", "ppo", "eval"]
+    assert summary["eval"]["sft/kl_to_reference"] == 0.0 and "ppo/reward_mean" in summary["eval"]
+    assert (art / "eval" / "report.md").exists()
+
+    pipeline_main(["--configs", str(preset), "--data", imdb_dir, "--skip-existing"])
+    assert "== ppo: " + str(art / "ppo") + " exists, skipped" in capsys.readouterr().out
