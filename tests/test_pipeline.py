@@ -19,28 +19,28 @@ def test_pipeline_runs_a_preset_folder(tmp_path, tokenizer_dir, imdb_dir, capsys
     art, preset = tmp_path / "artifacts", tmp_path / "preset"
     preset.mkdir()
     gpt2 = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
-    trainer = {"accelerator": "cpu", "max_steps": 2, "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": str(art / "logs")}},
-        "limit_val_batches": 1, "enable_model_summary": False}
+
+    def trainer(name: str) -> dict:
+        return {"accelerator": "cpu", "max_steps": 2, "limit_val_batches": 1, "enable_model_summary": False,
+                "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                           "init_args": {"save_dir": str(art / "logs"), "name": name}}}
+
     data = {"data_path": "unused", "tokenizer": tokenizer_dir, "val_size": 20}
     _write(preset / "sft.yaml", {
-        "trainer": {**trainer, "logger": {**trainer["logger"], "init_args": {"save_dir": str(art / "logs"),
-                                                                            "name": "sft"}}},
+        "trainer": trainer("sft"),
         "model": {"class_path": "lightning_rlhf.modules.SFTModule", "init_args": {
             "model_name_or_path": None, "model_config": gpt2, "tokenizer_name_or_path": tokenizer_dir,
             "export_dir": str(art / "sft")}},
         "data": {**data, "shape": "lm", "block_size": 16, "batch_size": 4}})
     _write(preset / "reward.yaml", {
-        "trainer": {**trainer, "logger": {**trainer["logger"], "init_args": {"save_dir": str(art / "logs"),
-                                                                            "name": "reward"}}},
+        "trainer": trainer("reward"),
         "model": {"class_path": "lightning_rlhf.modules.RewardModelModule", "init_args": {
             "model_name_or_path": None, "model_config": TINY_DISTILBERT, "tokenizer_name_or_path": tokenizer_dir,
             "export_dir": str(art / "reward")}},
         "checkpoint": {"monitor": "val/acc", "mode": "max"},
         "data": {**data, "shape": "classification", "batch_size": 8, "max_length": 64}})
     _write(preset / "ppo.yaml", {
-        "trainer": {**trainer, "logger": {**trainer["logger"], "init_args": {"save_dir": str(art / "logs"),
-                                                                            "name": "ppo"}}},
+        "trainer": trainer("ppo"),
         "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": {
             "policy_name_or_path": str(art / "sft"), "reward_model": str(art / "reward"), "ppo_epochs": 1,
             "response_min_tokens": 4, "response_max_tokens": 4, "export_dir": str(art / "ppo")}},
