@@ -104,5 +104,5 @@ def run_console(main: Callable[[list[str]], object], prog: str, argv: list[str] 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are input errors (one ``error:`` line through ``run_console``)."""
 
-    def error(self, message: str):  # noqa: D102
+    def error(self, message: str):
         raise ConfigError(f"{message}; `{self.prog} --help` lists the options")
