@@ -33,15 +33,20 @@ def _bf16():
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+def _last_12_logprobs(model, ids, mask):
+    """Log-probs (b, 12) of the last 12 tokens through ``response_logits`` (fp32 head)."""
+    return logprobs_from_logits(response_logits(model, ids, mask, 12), ids[:, -12:], 0.7)
+
+
 def test_bf16_logprobs_equal_fp32_when_only_the_head_differs():
     """Without transformer blocks the trunk is fp32 under autocast, so any gap is the LM head's:
     a bf16 head misses fp32 by ~0.06 nats per token (0.19 at worst); ours matches exactly."""
     model, (ids, mask) = _model(0), _batch()
     responses = ids[:, -12:]
     with torch.no_grad():
-        fp32 = logprobs_from_logits(response_logits(model, ids, mask, 12), responses, 0.7)
+        fp32 = _last_12_logprobs(model, ids, mask)
         with _bf16():
-            ours = logprobs_from_logits(response_logits(model, ids, mask, 12), responses, 0.7)
+            ours = _last_12_logprobs(model, ids, mask)
             policy_logits, _ = PolicyWithValueHead(model)(ids, mask, 12)
             hf_logits = model(input_ids=ids, attention_mask=mask, position_ids=left_pad_position_ids(mask)).logits
     torch.testing.assert_close(ours, fp32, atol=1e-6, rtol=0)
@@ -58,21 +63,20 @@ def test_bf16_sampling_logits_are_fp32():
             ours = CachedDecoder(model)(ids, mask, left_pad_position_ids(mask))
         assert ours.dtype == torch.float32
         torch.testing.assert_close(ours, fp32, atol=1e-5, rtol=0)
-        tokens = [sample_responses(model, ids, mask, 6, 0.7, torch.Generator().manual_seed(1)) for _ in range(1)]
+        fp32_tokens = sample_responses(model, ids, mask, 6, 0.7, torch.Generator().manual_seed(1))
         with _bf16():
-            tokens.append(sample_responses(model, ids, mask, 6, 0.7, torch.Generator().manual_seed(1)))
-    assert torch.equal(tokens[0], tokens[1])
+            bf16_tokens = sample_responses(model, ids, mask, 6, 0.7, torch.Generator().manual_seed(1))
+    assert torch.equal(fp32_tokens, bf16_tokens)
 
 
 def test_bf16_logprobs_of_a_full_model_stay_close():
     """With transformer blocks the trunk's bf16 matmuls add their own noise; the fp32 head keeps
     the mean error per token under 0.03 nats here (a bf16 head gives about 0.05)."""
     model, (ids, mask) = _model(2), _batch()
-    responses = ids[:, -12:]
     with torch.no_grad():
-        fp32 = logprobs_from_logits(response_logits(model, ids, mask, 12), responses, 0.7)
+        fp32 = _last_12_logprobs(model, ids, mask)
         with _bf16():
-            ours = logprobs_from_logits(response_logits(model, ids, mask, 12), responses, 0.7)
+            ours = _last_12_logprobs(model, ids, mask)
     assert (ours - fp32).abs().mean() < 0.03
 
 
