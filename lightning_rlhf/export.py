@@ -66,9 +66,10 @@ def export_at_fit_end(trainer, export_dir: str | None, model: PreTrainedModel,
 
 
 def _config_files() -> list[Path]:
-    """The YAML configs a user can run: ``configs/`` under the working directory and the repo's."""
-    roots = {Path("configs").resolve(), Path(__file__).resolve().parents[1] / "configs"}
-    return sorted({f for root in roots if root.is_dir() for f in root.rglob("*.yaml")})
+    """The YAML configs a user can run: ``configs/`` under the working directory first (relative
+    paths in them mean the working directory), then the repo's."""
+    roots = dict.fromkeys([Path("configs").resolve(), Path(__file__).resolve().parents[1] / "configs"])
+    return [f for root in roots if root.is_dir() for f in sorted(root.rglob("*.yaml"))]
 
 
 def made_by(path: str) -> str | None:

@@ -79,3 +79,20 @@ def test_the_cli_replaces_lightnings_default_bar(tmp_path, tiny_gpt2, tokenizer_
     config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
     cli = build_cli(["--config", str(config), "--trainer.enable_progress_bar", "true"], run=False)
     assert isinstance(cli.trainer.progress_bar_callback, RunProgress)
+
+
+def test_made_by_names_the_working_directorys_config_first(tmp_path, monkeypatch):
+    """CI checks out under a path that sorts before the working directory: the config the user
+    runs is the one under their working directory, shown relative to it."""
+    import lightning_rlhf.export as export
+
+    repo, cwd = tmp_path / "a_repo", tmp_path / "z_user"
+    for root in (repo, cwd):
+        (root / "configs" / "offline").mkdir(parents=True)
+        (root / "configs" / "offline" / "sft.yaml").write_text(
+            yaml.safe_dump({"model": {"init_args": {"export_dir": "artifacts/offline/sft"}}}))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(export, "__file__", str(repo / "lightning_rlhf" / "export.py"))
+    assert export.made_by("artifacts/offline/sft") == "lightning-rlhf fit --config configs/offline/sft.yaml"
+    assert export.made_by("./artifacts/offline/sft/") == "lightning-rlhf fit --config configs/offline/sft.yaml"
+    assert export.made_by("artifacts/other") is None
