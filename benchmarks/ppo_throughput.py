@@ -4,6 +4,10 @@ The floor, measured in the same process on the same models, is what one PPO iter
 avoid: one KV-cached generation of the batch, one policy forward/backward over prompt +
 response, one reference forward, one reward forward and one optimizer step.
 
+``--estimator rloo|grpo|...`` times a critic-free estimator instead (no value head), with
+``--samples-per-prompt`` k: ``--batch-size`` stays the number of samples per iteration, drawn
+from batch-size / k prompts, so every estimator is timed on the same number of samples.
+
 Models are random GPT-2s built from the flags; the reward is a GPT-2 sequence classifier of the
 same size, called through the project's reward interface (``SentimentClassifierReward``). The
 tokenizer is a word-level one built offline with exactly ``--vocab-size`` tokens. Responses have
@@ -99,8 +103,9 @@ class PhaseClock:
         self.times.setdefault(key, []).append(time.perf_counter() - t0)
 
 
-def measure_floor(module: PPOModule, prompts: torch.Tensor, response_len: int, repeats: int) -> dict:
-    """Median seconds of each unavoidable piece, on the module's own models and device."""
+def measure_floor(module: PPOModule, prompts: torch.Tensor, response_len: int, repeats: int, k: int = 1) -> dict:
+    """Median seconds of each unavoidable piece, on the module's own models and device
+    (``prompts`` (b / k, q), each sampled k times)."""
     device, policy = module.device, module.policy
     mask = torch.ones_like(prompts)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-6)
@@ -110,12 +115,14 @@ def measure_floor(module: PPOModule, prompts: torch.Tensor, response_len: int, r
     for _ in range(repeats + 1):
         with module.trainer.precision_plugin.forward_context():
             with clock("generate"):
-                responses = sample_responses(policy.lm, prompts, mask, response_len, 0.7, gen, None, 1)
-            ids = torch.cat([prompts, responses], -1)
+                responses = sample_responses(policy.lm, prompts, mask, response_len, 0.7, gen, None, 1,
+                                             samples_per_prompt=k)
+            ids = torch.cat([prompts.repeat_interleave(k, 0), responses], -1)
             full = torch.ones_like(ids)
             with clock("policy_fwd_bwd"):
                 logits, values = policy(ids, full, response_len)
-                (logprobs_from_logits(logits, responses, 0.7).mean() + values.mean()).backward()
+                loss = logprobs_from_logits(logits, responses, 0.7).mean()
+                (loss + values.mean() if values is not None else loss).backward()
             with torch.no_grad():
                 adapter_off = policy.lm.disable_adapter() if module.ref_model is None else nullcontext()
                 with clock("ref_fwd"), adapter_off:
@@ -149,6 +156,8 @@ def main() -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--separate-critic", action="store_true", help="a second trunk for values (TRL's design)")
     p.add_argument("--no-fuse", action="store_true", help="run the rollout's policy forward separately")
+    p.add_argument("--estimator", default="gae", help="gae (PPO), rloo, grpo, dr_grpo, reinforce_pp, ...")
+    p.add_argument("--samples-per-prompt", type=int, default=1, help="k; --batch-size counts samples")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -162,6 +171,10 @@ def main() -> None:
     reward.save_pretrained(tmp / "reward")
     tokenizer.save_pretrained(tmp / "reward")
 
+    k = args.samples_per_prompt
+    if args.batch_size % k:
+        p.error(f"--batch-size {args.batch_size} is not a multiple of --samples-per-prompt {k}")
+    n_prompts = args.batch_size // k
     module = PPOModule(
         policy_name_or_path=None, policy_config={"model_type": "gpt2", **size},
         tokenizer_name_or_path=str(tmp / "policy"),
@@ -171,11 +184,12 @@ def main() -> None:
         micro_batch_size=args.micro_batch_size, adaptive_kl=True, lora_r=args.lora_r,
         gradient_checkpointing=args.gradient_checkpointing, export_dir=str(tmp / "export"),
         separate_critic=args.separate_critic, fuse_first_forward=not args.no_fuse,
+        advantage_estimator=args.estimator, samples_per_prompt=k,
     )
     steps_per_iter = args.ppo_epochs * args.num_mini_batches
     n_iters = args.warmup + args.iters
-    data = RandomPrompts(args.batch_size * n_iters, args.prompt_len, args.vocab_size)
-    loader = DataLoader(data, batch_size=args.batch_size)
+    data = RandomPrompts(n_prompts * n_iters, args.prompt_len, args.vocab_size)
+    loader = DataLoader(data, batch_size=n_prompts)
     timer = IterationTimer()
     trainer = L.Trainer(accelerator=args.device, devices=1, precision=args.precision,
                         max_steps=n_iters * steps_per_iter, logger=False, enable_checkpointing=False,
@@ -186,8 +200,8 @@ def main() -> None:
     seconds = timer.seconds[args.warmup:]
     median = statistics.median(seconds)
     phases = {k.split("/")[1]: statistics.median(p[k] for p in timer.phases[args.warmup:]) for k in PHASES}
-    prompts = data.ids[: args.batch_size].to(module.device)
-    floor = measure_floor(module, prompts, args.response_len, args.floor_repeats)
+    prompts = data.ids[:n_prompts].to(module.device)
+    floor = measure_floor(module, prompts, args.response_len, args.floor_repeats, k)
     result = {
         "config": vars(args),
         "median_iter_s": median,

@@ -1,4 +1,5 @@
-"""Run by test_ddp.py as a script: PPO with strategy="ddp" on 2 CPU processes (gloo).
+"""Run by test_ddp.py as a script: PPO (or ESTIMATOR with K samples per prompt) with strategy="ddp" on 2
+CPU processes (gloo). Usage: ddp_ppo_run.py OUT TOKENIZER IMDB ESTIMATOR K.
 
 Lightning re-launches this script for rank 1. Each rank writes what it saw to <out>/rank<k>.json.
 """
@@ -65,7 +66,10 @@ class Probe(L.Callback):
             "logged_score": trainer.callback_metrics["reward/score"].item(),
             "local_score": ro.scores.mean().item(),
             "adv": [float((adv * mask).sum()), float((adv * adv * mask).sum()), float(mask.sum())],
+            "group_ids": batch["input_ids"].repeat_interleave(pl_module.hparams.samples_per_prompt, 0).tolist()
+            == ro.queries.tolist(),
         })
+        self.record["value_params"] = sum(p.numel() for n, p in pl_module.named_parameters() if "value" in n)
         self.record["generator_seed"] = pl_module.generator.initial_seed()
 
     def teardown(self, trainer, pl_module, stage):  # after the module's on_fit_end export
@@ -74,11 +78,11 @@ class Probe(L.Callback):
 
 
 if __name__ == "__main__":
-    out, tokenizer_dir, imdb_dir = sys.argv[1:4]
+    out, tokenizer_dir, imdb_dir, estimator, k = *sys.argv[1:5], int(sys.argv[5])
     tiny = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
     # 2 epochs of 1 mini-batch: the first update reuses the rollout forward, the second does not
     module = make_ppo(tiny, tokenizer_dir, reward_fn="test_ppo:char_count", export_dir=f"{out}/export",
-                      ppo_epochs=2)
+                      ppo_epochs=2, advantage_estimator=estimator, samples_per_prompt=k)
     logger = L.pytorch.loggers.TensorBoardLogger(save_dir=f"{out}/logs", name="ddp")
     trainer = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=3 * 2, logger=logger,
                         callbacks=[Probe(), SampleTableLogger(prompts=["a"], max_new_tokens=2,

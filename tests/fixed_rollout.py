@@ -28,8 +28,10 @@ def fixed_rollout(module: PPOModule, rows: int = 8, query_len: int = 3, max_len:
     advantages = torch.randn(rows, max_len, generator=g) * m
     returns = torch.randn(rows, max_len, generator=g) * m
     zeros = torch.zeros_like(m)
-    return Rollout(queries, query_mask, responses, response_mask, logprobs, logprobs.clone(), values * m,
-                   torch.randn(rows, generator=g), zeros, advantages, returns, zeros)
+    ref_logprobs = logprobs + 0.3 * torch.randn(rows, max_len, generator=g) * m  # a KL loss has work to do
+    return Rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs,
+                   None if values is None else values * m, torch.randn(rows, generator=g), zeros, advantages,
+                   returns, zeros)
 
 
 class FixedRolloutPPO(PPOModule):
@@ -41,11 +43,15 @@ class FixedRolloutPPO(PPOModule):
         world, rank = self.trainer.world_size, self.global_rank
         share = self._fixed.queries.shape[0] // world
         rows = slice(rank * share, (rank + 1) * share)
-        return Rollout(*(x[rows].to(self.device) for x in self._fixed)), None
+        return Rollout(*(None if x is None else x[rows].to(self.device) for x in self._fixed)), None
 
 
 LINEAR_ADAM = dict(learning_rate=1.0, adam_eps=10.0, max_grad_norm=None, ppo_epochs=1, num_mini_batches=1,
                    weight_decay=0.0)  # with a large eps, AdamW's first step is ~ lr * grad / eps
+
+
+CRITIC_FREE = dict(advantage_estimator="dr_grpo", samples_per_prompt=2, loss_aggregation="seq_mean_token_sum_norm",
+                   kl_in_reward=False, kl_loss_coef=0.5)  # no value head; every piece of the critic-free loss
 
 
 def flat_params(module: PPOModule) -> torch.Tensor:

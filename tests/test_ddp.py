@@ -6,13 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from tb_events import read_events
 
 
-def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir):
+@pytest.mark.parametrize("estimator, k", [("gae", 1), ("reinforce_pp_baseline", 2)])
+def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir, estimator, k):
+    """PPO, and a critic-free estimator whose groups stay on their rank and whose whitening is global."""
     script = Path(__file__).with_name("ddp_ppo_run.py")
-    done = subprocess.run([sys.executable, str(script), str(tmp_path), tokenizer_dir, imdb_dir],
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), tokenizer_dir, imdb_dir, estimator, str(k)],
                           capture_output=True, text=True, timeout=300, cwd=script.parent)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1))
@@ -28,12 +31,14 @@ def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir):
         assert math.isclose(s0["kl_fed"], (s0["local_kl"] + s1["local_kl"]) / 2, rel_tol=1e-5, abs_tol=1e-9)
         assert s0["logged_score"] == s1["logged_score"], "logged metrics are synced"
         assert math.isclose(s0["logged_score"], (s0["local_score"] + s1["local_score"]) / 2, rel_tol=1e-5)
+        assert s0["group_ids"] and s1["group_ids"], "the k samples of a prompt are consecutive rows on its rank"
         total, total_sq, count = (a + b for a, b in zip(s0["adv"], s1["adv"], strict=True))
         assert abs(total / count) < 1e-5 and abs(total_sq / count - 1) < 0.05, "whitening is global"
     assert any(abs(s["adv"][0] / s["adv"][2]) > 1e-3 for s in r0["steps"] + r1["steps"]), \
         "per-rank means differ from 0, so the statistics were not per-rank"
     assert r0["steps"][-1]["kl_coef"] != 0.2, "the KL coefficient adapted"
 
+    assert (r0["value_params"] > 0) == (estimator == "gae"), "a value head only for GAE"
     assert (r0["exports"], r1["exports"]) == (1, 0), "only rank 0 exports"
     assert (tmp_path / "export" / "model.safetensors").exists()
     events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
@@ -42,13 +47,16 @@ def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir):
     assert len(texts["samples/text_summary"]) == 3
 
 
-def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, tokenizer_dir, imdb_dir):
-    """Responses of 4-16 tokens split unevenly between the ranks; token counts are global."""
+@pytest.mark.parametrize("critic_free", [False, True], ids=["ppo", "dr_grpo_kl_loss"])
+def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, tokenizer_dir, imdb_dir, critic_free):
+    """Responses of 4-16 tokens split unevenly between the ranks; token counts are global. The
+    critic-free case: Dr. GRPO's constant divisor and a k3 KL loss, no value head."""
     script = Path(__file__).with_name("ddp_update_run.py")
     updates = {}
     for devices in (1, 2):
         out = tmp_path / f"update{devices}.pt"
-        done = subprocess.run([sys.executable, str(script), str(out), tokenizer_dir, imdb_dir, str(devices)],
+        done = subprocess.run([sys.executable, str(script), str(out), tokenizer_dir, imdb_dir, str(devices),
+                               str(int(critic_free))],
                               capture_output=True, text=True, timeout=300, cwd=script.parent)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         updates[devices] = torch.load(out)

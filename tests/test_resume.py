@@ -1,6 +1,7 @@
 """Stopping after N steps and resuming for N more equals 2N steps straight."""
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_ppo import make_dm, make_ppo
@@ -35,9 +36,16 @@ def _assert_same_training_state(a: L.LightningModule, b: L.LightningModule, opt_
             torch.testing.assert_close(sa[k][field], sb[k][field], rtol=0, atol=1e-6)
 
 
-def test_ppo_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
+# PPO, and a critic-free estimator with k samples per prompt, a greedy baseline and a KL loss
+ESTIMATORS = pytest.mark.parametrize("estimator", [
+    {}, dict(advantage_estimator="remax", samples_per_prompt=2, kl_in_reward=False, kl_loss_coef=0.1),
+], ids=["ppo", "remax_k2_kl_loss"])
+
+
+@ESTIMATORS
+def test_ppo_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, estimator):
     kw = dict(ppo_epochs=2, num_mini_batches=2, response_min_tokens=3, response_max_tokens=6,
-              reward_fn="test_ppo:char_count")
+              reward_fn="test_ppo:char_count", **estimator)
     n = 3 * 4  # 3 iterations of 4 optimizer steps
     straight_rec = RecordMetric("reward/score")
     straight = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
@@ -119,8 +127,10 @@ def test_sft_extends_a_finished_run_exactly_through_the_cli(tmp_path, tiny_gpt2,
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
 
 
-def test_ppo_extends_a_finished_run_exactly(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
-    kw = dict(ppo_epochs=1, response_min_tokens=3, response_max_tokens=6, reward_fn="test_ppo:char_count")
+@ESTIMATORS
+def test_ppo_extends_a_finished_run_exactly(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, estimator):
+    kw = dict(ppo_epochs=1, response_min_tokens=3, response_max_tokens=6, reward_fn="test_ppo:char_count",
+              **estimator)
 
     def small_dm():
         return IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="prompts", batch_size=8,

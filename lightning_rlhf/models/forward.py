@@ -74,3 +74,11 @@ class CachedDecoder:
                         use_cache=True, **kwargs)
         self.cache = getattr(out, "cache", None) or out.past_key_values
         return lm_head_fp32(self.model, out.last_hidden_state[:, -1])
+
+    def repeat_rows(self, k: int) -> None:
+        """Repeat every row of the cache k times (``repeat_interleave``): k continuations of
+        each prompt from one prefill."""
+        if hasattr(self.cache, "batch_repeat_interleave"):
+            self.cache.batch_repeat_interleave(k)
+        else:  # legacy tuple-of-tuples cache
+            self.cache = tuple(tuple(t.repeat_interleave(k, dim=0) for t in layer) for layer in self.cache)

@@ -24,29 +24,34 @@ class PolicyWithValueHead(torch.nn.Module):
             directly (GPT-2, Llama, Mistral, ...).
         critic: optional separate network (a causal LM whose trunk feeds the value head), as in
             TRL's current PPO; it costs a second trunk forward and backward.
+        value_head: False for the critic-free estimators: no value parameters, no value forward,
+            and ``forward`` returns None for the values.
     """
 
-    def __init__(self, lm: PreTrainedModel, critic: PreTrainedModel | None = None) -> None:
+    def __init__(self, lm: PreTrainedModel, critic: PreTrainedModel | None = None, value_head: bool = True) -> None:
         super().__init__()
         self.lm = lm
         self.critic = critic
-        self.value_head = torch.nn.Linear(lm.config.hidden_size, 1)
-        torch.nn.init.zeros_(self.value_head.weight)
-        torch.nn.init.zeros_(self.value_head.bias)
+        self.value_head = torch.nn.Linear(lm.config.hidden_size, 1) if value_head else None
+        if self.value_head is not None:
+            torch.nn.init.zeros_(self.value_head.weight)
+            torch.nn.init.zeros_(self.value_head.bias)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_response: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and values at the positions that predict the last ``n_response`` tokens.
 
         Args:
             input_ids, attention_mask: (b, q + r) left-padded queries followed by responses.
         Returns:
             fp32 logits (b, r, v) and fp32 values (b, r): values[:, t] estimates the return before
-            response token t is sampled.
+            response token t is sampled; None without a value head.
         """
         hidden = trunk(self.lm, input_ids, attention_mask)[:, -n_response - 1: -1]
         logits = lm_head_fp32(self.lm, hidden)
+        if self.value_head is None:
+            return logits, None
         if self.critic is not None:
             hidden = trunk(self.critic, input_ids, attention_mask)[:, -n_response - 1: -1]
         with torch.autocast(hidden.device.type, enabled=False):
@@ -81,7 +86,8 @@ def response_logprobs(
             ids, mask = input_ids[i: i + step], attention_mask[i: i + step]
             if isinstance(model, PolicyWithValueHead):
                 logits, v = model(ids, mask, r)
-                values.append(v)
+                if v is not None:
+                    values.append(v)
             else:
                 logits = response_logits(model, ids, mask, r)
             logps.append(logprobs_from_logits(logits, responses[i: i + step], temperature))

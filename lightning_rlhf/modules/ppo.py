@@ -1,45 +1,49 @@
-"""``PPOModule``: RLHF with PPO and a KL penalty to a frozen reference (manual optimization).
+"""``PPOModule``: RLHF with PPO, or a critic-free sibling, and a KL penalty to a frozen reference.
 
-One ``training_step`` is one PPO iteration on a batch of prompts:
-1. rollout (sample responses), 2. score, 3. log-probs and values, 4. per-token rewards and
-advantages, 5. ``ppo_epochs`` x mini-batches x micro-batches of clipped updates, 6. KL control.
-``global_step`` counts optimizer steps: ``ppo_epochs * num_mini_batches`` per iteration.
+One ``training_step`` is one iteration on a batch of prompts (manual optimization):
+1. rollout (``samples_per_prompt`` responses per prompt), 2. score, 3. log-probs and values,
+4. per-token rewards and the advantages of ``advantage_estimator`` (``modules.ppo_rollout``),
+5. ``ppo_epochs`` x mini-batches x micro-batches of clipped updates (``modules.ppo_update``),
+6. KL control. ``global_step`` counts optimizer steps: ``ppo_epochs * num_mini_batches`` per iteration.
+
+``advantage_estimator: gae`` is PPO with a value head; ``rloo``, ``grpo``, ``dr_grpo``,
+``reinforce_pp``, ``reinforce_pp_baseline`` and ``remax`` have no value head at all and share
+everything else: sampling, scoring, KL, logging, resume, guards, DDP and export.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any, Literal
 
 import lightning as L
 import torch
 
-from lightning_rlhf.distributed import all_ranks_true, gather_flat, global_mean
+from lightning_rlhf.distributed import all_ranks_true, global_mean
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end, model_context
-from lightning_rlhf.generation import decode_responses, generate_texts
+from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_rlhf.models.lora import apply_lora, is_lora
-from lightning_rlhf.models.value_head import PolicyWithValueHead, response_logprobs
+from lightning_rlhf.models.value_head import PolicyWithValueHead
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
-from lightning_rlhf.modules.ppo_update import check_batch_division, policy_outputs, ppo_update
+from lightning_rlhf.modules.ppo_rollout import clock, collect_rollout
+from lightning_rlhf.modules.ppo_update import check_batch_division, ppo_update
 from lightning_rlhf.optim import Schedule, adamw_with_schedule
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
-from lightning_rlhf.rl.advantages import explained_variance
+from lightning_rlhf.rl.advantages import explained_variance, masked_mean
 from lightning_rlhf.rl.aggregation import AGGREGATIONS, Aggregation
-from lightning_rlhf.rl.experience import build_rollout
+from lightning_rlhf.rl.estimators import Estimator, check_estimator, group_statistics, sequence_advantages
 from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
-from lightning_rlhf.rl.masking import ends_with_eos, missing_eos, response_mask_after_stop
-from lightning_rlhf.rl.rollout import Rollout
-from lightning_rlhf.rl.sampling import sample_responses
+from lightning_rlhf.rl.masking import ends_with_eos
 
 FROZEN_PREFIXES = ("ref_model.", "reward.")
 
 
 class PPOModule(L.LightningModule):
-    """PPO fine-tuning of a causal LM against a reward, with a KL penalty to a frozen reference.
+    """Policy-gradient fine-tuning of a causal LM against a reward, with a KL penalty to a frozen
+    reference: PPO with a value head (``advantage_estimator: gae``) or a critic-free estimator.
 
     Args:
         policy_name_or_path: Hub id or folder of the policy (the SFT export); ignored with
@@ -64,8 +68,17 @@ class PPOModule(L.LightningModule):
         missing_eos_penalty: With stop_at_eos, subtract this from the scores of responses that
             reached ``response_max_tokens`` without EOS. Responses cut shorter by a length range
             are not penalised: the length draw, not the policy, ended them.
-        kl_estimator: ``k1`` (log-ratio) or ``k3``.
-        kl_coef: Initial (or fixed) KL coefficient beta.
+        advantage_estimator: ``gae`` (PPO with a value head), ``rloo``, ``grpo``, ``dr_grpo``,
+            ``reinforce_pp``, ``reinforce_pp_baseline`` or ``remax`` (``rl.estimators``; no value
+            head, no value forward, no value loss).
+        samples_per_prompt: k responses per prompt (one prefill, KV cache repeated); each rollout
+            holds batch_size * k samples. The group estimators need k >= 2.
+        kl_estimator: ``k1`` (log-ratio) or ``k3``, for the KL in the reward.
+        kl_in_reward: Put beta * KL in the reward (per token; for ``rloo``/``grpo``/``dr_grpo``
+            each sequence's summed KL is taken off its score, without gradient).
+        kl_loss_coef: > 0 puts a differentiable k3 KL term in the loss instead (GRPO's way), with
+            this initial coefficient under the same controller; needs ``kl_in_reward: false``.
+        kl_coef: Initial (or fixed) KL coefficient beta in the reward.
         adaptive_kl: Adapt beta towards kl_target (Ziegler et al. 2019).
         kl_target: Target KL per sequence, in nats.
         kl_horizon: Horizon of the adaptive controller, in samples.
@@ -106,7 +119,21 @@ class PPOModule(L.LightningModule):
         export_dir: Folder for the policy's ``save_pretrained`` export; default ``<log_dir>/export``.
     """
 
-    rlhf_stage = "ppo"
+    @property
+    def rlhf_stage(self) -> str:
+        """``ppo`` for GAE, else the estimator's name: the progress lines' prefix."""
+        estimator = self.hparams.advantage_estimator
+        return "ppo" if estimator == "gae" else estimator
+
+    @property
+    def reward_kl_coef(self) -> float:
+        """beta of the KL in the reward: the controller's value, or 0 when the KL is not there."""
+        return self.kl_ctl.value if self.hparams.kl_in_reward else 0.0
+
+    @property
+    def loss_kl_coef(self) -> float:
+        """Coefficient of the KL term in the loss: the controller's value, or 0 when off."""
+        return self.kl_ctl.value if self.hparams.kl_loss_coef > 0 else 0.0
 
     @property
     def optimizer_steps_per_batch(self) -> int:
@@ -131,7 +158,11 @@ class PPOModule(L.LightningModule):
         temperature: float = 0.7,
         stop_at_eos: bool = False,
         missing_eos_penalty: float | None = None,
+        advantage_estimator: Estimator = "gae",
+        samples_per_prompt: int = 1,
         kl_estimator: KLEstimator = "k1",
+        kl_in_reward: bool = True,
+        kl_loss_coef: float = 0.0,
         kl_coef: float = 0.2,
         adaptive_kl: bool = True,
         kl_target: float = 6.0,
@@ -172,6 +203,15 @@ class PPOModule(L.LightningModule):
         if (reward_model is None) == (reward_fn is None):
             raise ConfigError("set exactly one of reward_model (a classifier) and reward_fn (an import path); "
                               "to use reward_fn, also set reward_model: null")
+        check_estimator(advantage_estimator, samples_per_prompt)
+        if kl_in_reward and kl_loss_coef > 0:
+            raise ConfigError("the KL is both in the reward (kl_in_reward: true) and in the loss (kl_loss_coef > 0); "
+                              "choose one: kl_in_reward: false for GRPO's KL loss, or kl_loss_coef: 0")
+        if kl_loss_coef < 0:
+            raise ConfigError(f"kl_loss_coef must be >= 0, not {kl_loss_coef}")
+        if separate_critic and advantage_estimator != "gae":
+            raise ConfigError(f"separate_critic trains a value network, which '{advantage_estimator}' does not use; "
+                              "remove separate_critic or use advantage_estimator: gae")
         if loss_aggregation not in AGGREGATIONS:
             raise ConfigError(f"loss_aggregation must be one of {', '.join(AGGREGATIONS)}, not '{loss_aggregation}'")
         if lora_r > 0 and ref_name_or_path is not None:
@@ -192,13 +232,14 @@ class PPOModule(L.LightningModule):
             self.ref_model.requires_grad_(False).eval()
             disable_dropout(self.ref_model)
         critic = load_causal_lm(policy_name_or_path, policy_config, init_seed) if separate_critic else None
-        self.policy = PolicyWithValueHead(lm, critic)
+        self.policy = PolicyWithValueHead(lm, critic, value_head=advantage_estimator == "gae")
         disable_dropout(self.policy)
         self.reward, self.reward_call = build_reward(reward_model, reward_fn, positive_label,
                                                      reward_output, reward_batch_size)
         self.score_norm = ScoreNormalizer(normalize_scores, score_clip)
-        self.kl_ctl = (AdaptiveKLController(kl_coef, kl_target, kl_horizon) if adaptive_kl
-                       else FixedKLController(kl_coef))
+        beta = kl_loss_coef if kl_loss_coef > 0 else kl_coef
+        self.kl_ctl = (AdaptiveKLController(beta, kl_target, kl_horizon) if adaptive_kl
+                       else FixedKLController(beta))
         self.guard = NonFiniteGuard(max_bad_steps)
         self.ratio_skips = 0
         self.generator: torch.Generator | None = None
@@ -246,7 +287,8 @@ class PPOModule(L.LightningModule):
             )
         batch_size = getattr(getattr(dm, "hparams", None), "batch_size", None)
         if batch_size is not None:
-            check_batch_division(batch_size, self.hparams.num_mini_batches, self.hparams.micro_batch_size)
+            check_batch_division(batch_size * self.hparams.samples_per_prompt, self.hparams.num_mini_batches,
+                                 self.hparams.micro_batch_size)
         require_same_tokenizer(self, self.tokenizer)
 
     def configure_optimizers(self) -> dict:
@@ -264,72 +306,34 @@ class PPOModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm,
                                 gradient_clip_algorithm="norm")
 
-    # -- the PPO iteration -------------------------------------------------------------------
-    @torch.no_grad()
-    def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict
-                ) -> tuple[Rollout, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
-        """Steps 1-4: sample, score, log-probs and values, rewards and advantages.
-
-        With a single mini-batch and no micro-batching, the policy forward that gives the
-        rollout's log-probs and values keeps its graph and is reused by the first update (one
-        forward fewer per iteration); it is returned as ``(logprobs, entropy, values)``, else None.
-        """
-        hp, tok, gen = self.hparams, self.tokenizer, self._generator()
-        eos = tok.eos_token_id if hp.stop_at_eos else None
-        t0 = self._clock()
-        responses = sample_responses(self.policy.lm, queries, query_mask, hp.response_max_tokens,
-                                     hp.temperature, gen, eos, tok.pad_token_id)
-        lengths = None
-        if hp.response_min_tokens < hp.response_max_tokens:
-            lengths = torch.randint(hp.response_min_tokens, hp.response_max_tokens + 1,
-                                    (queries.shape[0],), device=self.device, generator=gen)
-        response_mask = response_mask_after_stop(responses, eos, lengths)
-        responses = responses.masked_fill(response_mask == 0, tok.pad_token_id)
-        t1 = self._clock()
-
-        input_ids = torch.cat([queries, responses], dim=-1)
-        mask = torch.cat([query_mask, response_mask], dim=-1)
-        # one reward path: the reward sees the decoded text, tokenized its own way (CLS/SEP included)
-        prompts = decode_responses(tok, queries, query_mask)
-        texts = decode_responses(tok, responses, response_mask)
-        scores = self.reward_call(prompts, texts).to(self.device)
-        if hp.stop_at_eos and hp.missing_eos_penalty is not None:
-            missing = missing_eos(responses, response_mask, eos, hp.response_max_tokens)
-            scores = scores - hp.missing_eos_penalty * missing.float()
-        if self.score_norm.enabled and not self.score_norm.fitted:
-            self.score_norm.fit(gather_flat(scores))
-        scores = self.score_norm(scores)
-        t2 = self._clock()
-
-        micro, first = hp.micro_batch_size, None
-        if hp.fuse_first_forward and hp.num_mini_batches == 1 and (micro or len(queries)) >= len(queries):
-            with torch.enable_grad():
-                first = policy_outputs(self, input_ids, mask, responses)
-            logprobs, values = first[0].detach(), first[2].detach()
-        else:
-            logprobs, values = response_logprobs(self.policy, input_ids, mask, responses, hp.temperature, micro)
-        ref_model = self.ref_model if self.ref_model is not None else self.policy.lm
-        ref_logprobs, _ = response_logprobs(ref_model, input_ids, mask, responses, hp.temperature, micro,
-                                            disable_adapter=self.ref_model is None)
-        t3 = self._clock()
-        timings.update({"time/generate": t1 - t0, "time/score": t2 - t1, "time/forward": t3 - t2})
-        ro = build_rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs, values,
-                           scores, self.kl_ctl.value, hp.kl_estimator, hp.gamma, hp.lam, hp.whiten_rewards)
-        return ro, first
+    # -- the iteration -----------------------------------------------------------------------
+    def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict[str, float]):
+        """Steps 1-4 on (b, q) prompts: ``modules.ppo_rollout.collect_rollout``."""
+        return collect_rollout(self, queries, query_mask, timings)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         timings: dict[str, float] = {}
         ro, first = self.rollout(batch["input_ids"], batch["attention_mask"], timings)
-        finite = all(bool(torch.isfinite(x).all()) for x in (ro.scores, ro.kl, ro.values))
-        if not all_ranks_true(finite, self.device):
+        checked = [x for x in (ro.scores, ro.kl, ro.values) if x is not None]
+        if not all_ranks_true(all(bool(torch.isfinite(x).all()) for x in checked), self.device):
             self.guard.bad(self.global_step, "non-finite score, KL or value in the rollout")
             self.log("guard/skipped_steps", float(self.guard.skipped))
             return
-        t0 = self._clock()
+        t0 = clock(self.device)
         stats = ppo_update(self, ro, first)
-        timings["time/update"] = self._clock() - t0
+        timings["time/update"] = clock(self.device) - t0
+        self.log_dict(self._rollout_logs(ro) | stats | {k: torch.tensor(v) for k, v in timings.items()},
+                      on_step=True, on_epoch=False, batch_size=ro.queries.shape[0],
+                      sync_dist=self.trainer.world_size > 1)
+        n_samples = ro.queries.shape[0] * self.trainer.world_size
+        self.kl_ctl.update(float(global_mean(ro.kl.sum(-1))), n_samples)
+
+    def _rollout_logs(self, ro) -> dict[str, torch.Tensor]:
+        """What the rollout says, in TRL's names where they exist."""
         kl_per_seq = ro.kl.sum(-1)
-        rlhf_reward = ro.scores - self.kl_ctl.value * kl_per_seq
+        rlhf_reward = ro.scores - (self.reward_kl_coef or self.loss_kl_coef) * kl_per_seq
+        mask = ro.response_mask.float()
+        adv_mean = masked_mean(ro.advantages, mask)
         logs = {
             "reward/mean": rlhf_reward.mean(),
             "reward/std": rlhf_reward.std(),
@@ -337,37 +341,49 @@ class PPOModule(L.LightningModule):
             "reward/score_std": ro.scores.std(),
             "objective/kl": kl_per_seq.mean(),
             "objective/kl_coef": torch.tensor(self.kl_ctl.value),
-            "rollout/response_length": ro.response_mask.sum(-1).float().mean(),
+            "advantages/mean": adv_mean,
+            "advantages/std": masked_mean((ro.advantages - adv_mean) ** 2, mask).sqrt(),
+            "rollout/response_length": mask.sum(-1).mean(),
             "rollout/eos_fraction": ends_with_eos(ro.responses, ro.response_mask,
                                                   self.tokenizer.eos_token_id).float().mean(),
-            "value/explained_variance": explained_variance(ro.values, ro.returns, ro.response_mask),
             "guard/skipped_steps": torch.tensor(float(self.guard.skipped)),
             "guard/ratio_skips": torch.tensor(float(self.ratio_skips)),
             "lr": torch.tensor(self.optimizers().optimizer.param_groups[0]["lr"]),
-            **stats,
-            **{k: torch.tensor(v) for k, v in timings.items()},
         }
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=ro.queries.shape[0],
-                      sync_dist=self.trainer.world_size > 1)
-        n_samples = ro.queries.shape[0] * self.trainer.world_size
-        self.kl_ctl.update(float(global_mean(kl_per_seq)), n_samples)
+        if ro.values is not None:
+            logs["value/explained_variance"] = explained_variance(ro.values, ro.returns, ro.response_mask)
+        if self.hparams.samples_per_prompt > 1:
+            logs["reward/group_std"], logs["frac_reward_zero_std"] = group_statistics(
+                ro.scores, self.hparams.samples_per_prompt)
+        return logs
 
     # -- helpers -----------------------------------------------------------------------------
-    def _clock(self) -> float:  # phase timings must include queued GPU work
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
     @torch.no_grad()
     def sample_rows(
         self, prompts: list[str], max_new_tokens: int, temperature: float, seed: int
     ) -> list[dict]:
-        """Rows for the sample table: prompt, response and its (normalised) score."""
-        texts = generate_texts(self.policy.lm, self.tokenizer, prompts, max_new_tokens, temperature, seed,
+        """Rows for the sample table: prompt, response and its (normalised) score.
+
+        With ``samples_per_prompt`` k > 1 the k responses of a prompt follow each other (the
+        prompt shown on the first), with the advantage of each score within its group (the KL
+        aside): the estimator's for ``rloo``/``grpo``/``dr_grpo``, score minus the group mean otherwise.
+        """
+        k = self.hparams.samples_per_prompt
+        repeated = [p for p in prompts for _ in range(k)]
+        texts = generate_texts(self.policy.lm, self.tokenizer, repeated, max_new_tokens, temperature, seed,
                                stop_at_eos=self.hparams.stop_at_eos)
-        scores = self.score_norm(self.reward_call(prompts, texts).to(self.device))
-        return [{"prompt": p, "response": t, "reward": float(s)}
-                for p, t, s in zip(prompts, texts, scores.tolist(), strict=True)]
+        scores = self.score_norm(self.reward_call(repeated, texts).to(self.device))
+        rows = [{"prompt": p, "response": t, "reward": float(s)}
+                for p, t, s in zip(repeated, texts, scores.tolist(), strict=True)]
+        if k == 1:
+            return rows
+        estimator = self.hparams.advantage_estimator
+        advantages = (sequence_advantages(estimator, scores, k) if estimator in ("rloo", "grpo", "dr_grpo")
+                      else scores - scores.view(-1, k).mean(-1).repeat_interleave(k))
+        for i, (row, adv) in enumerate(zip(rows, advantages.tolist(), strict=True)):
+            row["prompt"] = row["prompt"] if i % k == 0 else ""
+            row["advantage"] = adv
+        return rows
 
     def on_fit_end(self) -> None:
         lm = self.policy.lm

@@ -12,15 +12,17 @@ from lightning_rlhf.rl.logprobs import logprobs_and_entropy
 from lightning_rlhf.rl.losses import PPOLoss, ppo_loss
 from lightning_rlhf.rl.rollout import Rollout
 
-RECORDED = {"loss/total": lambda o: o.loss, "loss/policy": lambda o: o.policy.loss,
-            "loss/value": lambda o: o.value.loss, "policy/entropy": lambda o: o.entropy,
-            "policy/clipfrac": lambda o: o.policy.clip_frac, "policy/approxkl": lambda o: o.policy.approx_kl,
-            "value/clipfrac": lambda o: o.value.clip_frac}
+POLICY_STATS = {"loss/total": lambda o: o.loss, "loss/policy": lambda o: o.policy.loss,
+                "policy/entropy": lambda o: o.entropy, "policy/clipfrac": lambda o: o.policy.clip_frac,
+                "policy/approxkl": lambda o: o.policy.approx_kl}
+VALUE_STATS = {"loss/value": lambda o: o.value.loss, "value/clipfrac": lambda o: o.value.clip_frac}
+KL_LOSS_STATS = {"loss/kl": lambda o: o.kl}
 
 
 def policy_outputs(module: L.LightningModule, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Log-probs, entropies and values (each (b, r)) of ``responses`` under the current policy."""
+                   responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Log-probs, entropies and values (each (b, r); values None without a value head) of
+    ``responses`` under the current policy."""
     hp = module.hparams
     logits, values = module.policy(input_ids, attention_mask, responses.shape[1])
     logprobs, entropy = logprobs_and_entropy(logits, responses, hp.temperature, hp.entropy_coef > 0)
@@ -44,7 +46,8 @@ def check_batch_division(batch_size: int, num_mini_batches: int, micro_batch_siz
 
 
 def ppo_update(module: L.LightningModule, ro: Rollout,
-               first: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+               first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+               ) -> dict[str, torch.Tensor]:
     """``ppo_epochs`` x shuffled mini-batches x gradient-accumulated micro-batches.
 
     Every loss is aggregated over the whole mini-batch on all ranks (``rl.aggregation``), so
@@ -52,7 +55,8 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
     is the rollout's ``policy_outputs`` with its graph; when given, the first mini-batch (the
     whole batch) uses it instead of a new forward. A mini-batch whose loss is not finite, or
     whose mean policy/old ratio exceeds ``ratio_threshold``, is skipped (no optimizer step) and
-    counted; every rank agrees on skips.
+    counted; every rank agrees on skips. The value loss is there only with a value head
+    (``ro.values``), the KL loss only with ``module.loss_kl_coef`` > 0.
 
     Returns:
         Statistics of the applied updates only: the mean over their mini-batches
@@ -66,7 +70,10 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
     micro = hp.micro_batch_size or mini
     world = world_size()
     input_ids, attention_mask = ro.input_ids(), ro.attention_mask()
-    records: dict[str, list[torch.Tensor]] = {k: [] for k in (*RECORDED, "policy/ratio_max")}
+    kl_loss_coef = module.loss_kl_coef
+    recorded = POLICY_STATS | (VALUE_STATS if ro.values is not None else {}) | (
+        KL_LOSS_STATS if kl_loss_coef > 0 else {})
+    records: dict[str, list[torch.Tensor]] = {k: [] for k in (*recorded, "policy/ratio_max")}
     any_step = False
     for epoch in range(hp.ppo_epochs):
         order = torch.randperm(b, device=device, generator=module._generator())
@@ -75,7 +82,7 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
             mb = torch.arange(b, device=device) if reuse else order[start: start + mini]
             tokens, sequences = global_counts(ro.response_mask[mb])
             opt.zero_grad()
-            sums = {k: torch.zeros((), device=device) for k in RECORDED}
+            sums = {k: torch.zeros((), device=device) for k in recorded}
             ratio_sum, ratio_max, finite = torch.zeros((), device=device), [], True
             for m0 in range(0, len(mb), micro):
                 idx = mb[m0: m0 + micro]
@@ -84,16 +91,17 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
                 logprobs, entropy, vpred = first if reuse else policy_outputs(
                     module, input_ids[idx], attention_mask[idx], ro.responses[idx])
                 out: PPOLoss = ppo_loss(
-                    logprobs, entropy, vpred, ro.logprobs[idx], ro.values[idx],
+                    logprobs, entropy, vpred, ro.logprobs[idx], None if ro.values is None else ro.values[idx],
                     ro.advantages[idx], ro.returns[idx], ro.response_mask[idx],
-                    hp.cliprange, hp.cliprange_value, hp.vf_coef, hp.entropy_coef, weights)
+                    hp.cliprange, hp.cliprange_value, hp.vf_coef, hp.entropy_coef, weights,
+                    ro.ref_logprobs[idx], kl_loss_coef)
                 finite = all_ranks_true(bool(torch.isfinite(out.loss)), device)
                 if not finite:
                     break
                 module.manual_backward(out.loss)
                 ratio_sum = ratio_sum + out.policy.ratio_mean.detach() / world
                 ratio_max.append(out.policy.ratio_max.detach())
-                for key, get in RECORDED.items():
+                for key, get in recorded.items():
                     sums[key] = sums[key] + get(out).detach()
             if not finite:
                 opt.zero_grad()

@@ -5,6 +5,14 @@ from __future__ import annotations
 import torch
 
 from lightning_rlhf.rl.advantages import compute_gae, masked_whiten, per_token_rewards
+from lightning_rlhf.rl.estimators import (
+    SEQUENCE_LEVEL,
+    Estimator,
+    group_mean_baseline,
+    reinforce_pp_advantages,
+    remax_advantages,
+    sequence_advantages,
+)
 from lightning_rlhf.rl.kl import KLEstimator, kl_estimate
 from lightning_rlhf.rl.rollout import Rollout
 
@@ -16,26 +24,54 @@ def build_rollout(
     response_mask: torch.Tensor,
     logprobs: torch.Tensor,
     ref_logprobs: torch.Tensor,
-    values: torch.Tensor,
+    values: torch.Tensor | None,
     scores: torch.Tensor,
     kl_coef: float,
     kl_estimator: KLEstimator = "k1",
     gamma: float = 1.0,
     lam: float = 0.95,
     whiten_rewards: bool = False,
+    estimator: Estimator = "gae",
+    samples_per_prompt: int = 1,
+    greedy_scores: torch.Tensor | None = None,
 ) -> Rollout:
-    """Per-token KL penalty, score on the last token, GAE, then whitened advantages.
+    """Per-token KL penalty and score, then the estimator's advantages.
 
-    Whitening statistics are gathered over all processes when a process group is running.
+    ``gae``: GAE on the values, then advantages whitened over the global batch (PPO).
+    Sequence-level estimators: each sequence's score minus ``kl_coef`` times its summed KL,
+    turned into one advantage per sequence and broadcast to its tokens. ``reinforce_pp*`` and
+    ``remax``: per-token rewards as for PPO, turned into returns and baselined (``rl.estimators``).
+    ``kl_coef`` is 0 when the KL is not in the reward. Whitening statistics are gathered over all
+    processes when a process group is running; groups never straddle processes.
+
+    Args:
+        values: (n, r) for ``gae``; None for the critic-free estimators.
+        greedy_scores: (n,) scores of greedy responses, for ``remax``.
+        samples_per_prompt: k; rows ``i * k .. i * k + k - 1`` answer the same prompt.
     Shapes: see ``Rollout``.
     """
     mask = response_mask.to(logprobs.dtype)
     kl = kl_estimate(logprobs, ref_logprobs, kl_estimator) * mask
     rewards = per_token_rewards(scores, kl, kl_coef, mask)
-    if whiten_rewards:
-        rewards = masked_whiten(rewards, mask, shift_mean=False)
-    values = values * mask
-    advantages, returns = compute_gae(rewards, values, mask, gamma, lam)
-    advantages = masked_whiten(advantages, mask)
+    if estimator == "gae":
+        if whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        values = values * mask
+        advantages, returns = compute_gae(rewards, values, mask, gamma, lam)
+        advantages = masked_whiten(advantages, mask)
+    else:
+        values = None
+        if estimator in SEQUENCE_LEVEL:
+            adjusted = scores - kl_coef * kl.sum(-1)
+            advantages = sequence_advantages(estimator, adjusted, samples_per_prompt).unsqueeze(-1) * mask
+        elif estimator == "remax":
+            if greedy_scores is None:
+                raise ValueError("remax needs the scores of the greedy responses")
+            advantages = remax_advantages(rewards, mask, greedy_scores, gamma)
+        else:
+            baseline = group_mean_baseline(scores, samples_per_prompt) if estimator == "reinforce_pp_baseline" \
+                else None
+            advantages = reinforce_pp_advantages(rewards, mask, baseline, gamma)
+        returns = advantages
     return Rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs, values,
                    scores, rewards, advantages, returns, kl)

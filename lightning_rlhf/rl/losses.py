@@ -77,21 +77,36 @@ def ppo_value_loss(
     return ValueLossStats(loss, clip_frac)
 
 
+def kl_penalty_loss(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Differentiable k3 KL to the reference, ``sum(w * (exp(q - p) - (q - p) - 1))`` with
+    p = log-probs under the policy (with grad) and q = under the reference: GRPO's KL term.
+
+    k3 is never negative and its gradient in p is ``1 - exp(q - p)``: it pulls each sampled
+    token's log-prob towards the reference's. Args: (b, r) tensors; weights from ``token_weights``.
+    """
+    delta = ref_logprobs - logprobs
+    return aggregate(torch.expm1(delta) - delta, weights)
+
+
 class PPOLoss(NamedTuple):
-    """Total loss (with grad) and detached statistics of one micro-batch."""
+    """Total loss (with grad) and detached statistics of one micro-batch; ``value`` is None
+    without a critic, ``kl`` is the KL-loss term (0 when it is off)."""
 
     loss: torch.Tensor
     policy: PolicyLossStats
-    value: ValueLossStats
+    value: ValueLossStats | None
     entropy: torch.Tensor
+    kl: torch.Tensor
 
 
 def ppo_loss(
     logprobs: torch.Tensor,
     entropy: torch.Tensor,
-    values: torch.Tensor,
+    values: torch.Tensor | None,
     old_logprobs: torch.Tensor,
-    old_values: torch.Tensor,
+    old_values: torch.Tensor | None,
     advantages: torch.Tensor,
     returns: torch.Tensor,
     response_mask: torch.Tensor,
@@ -100,16 +115,27 @@ def ppo_loss(
     vf_coef: float,
     entropy_coef: float,
     weights: torch.Tensor | None = None,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_loss_coef: float = 0.0,
 ) -> PPOLoss:
-    """``policy + vf_coef * value - entropy_coef * entropy``; every tensor is (b, r).
+    """``policy + vf_coef * value + kl_loss_coef * kl - entropy_coef * entropy``; every tensor is (b, r).
 
-    ``weights`` aggregate all three terms the same way; ``entropy`` is their weighted sum.
+    ``weights`` aggregate every term the same way; ``entropy`` is their weighted sum. Without
+    ``values`` (critic-free estimators) there is no value term; the KL term needs ``ref_logprobs``.
     """
     weights = _weights(weights, response_mask)
     pg = ppo_policy_loss(logprobs, old_logprobs, advantages, response_mask, cliprange, weights)
-    vf = ppo_value_loss(values, old_values, returns, response_mask, cliprange_value, weights)
+    loss = pg.loss
+    vf = None
+    if values is not None:
+        vf = ppo_value_loss(values, old_values, returns, response_mask, cliprange_value, weights)
+        loss = loss + vf_coef * vf.loss
+    kl = torch.zeros((), device=logprobs.device)
+    if kl_loss_coef > 0:
+        kl = kl_penalty_loss(logprobs, ref_logprobs, weights)
+        loss = loss + kl_loss_coef * kl
     ent = aggregate(entropy, weights)
-    return PPOLoss(pg.loss + vf_coef * vf.loss - entropy_coef * ent, pg, vf, ent)
+    return PPOLoss(loss - entropy_coef * ent, pg, vf, ent, kl.detach())
 
 
 def _weights(weights: torch.Tensor | None, response_mask: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,11 @@ class Rollout(NamedTuple):
         response_mask: (b, r) 1 up to and including the stop token.
         logprobs: (b, r) log-probs of the responses under the rollout policy.
         ref_logprobs: (b, r) the same under the frozen reference.
-        values: (b, r) value estimates of the rollout policy.
+        values: (b, r) value estimates of the rollout policy; None without a critic.
         scores: (b,) reward-model scores (after penalties and normalisation).
         rewards: (b, r) per-token rewards: -kl_coef * KL, plus the score on the last token.
-        advantages: (b, r) whitened GAE advantages.
-        returns: (b, r) advantages + values, before whitening.
+        advantages: (b, r) whitened GAE advantages, or a critic-free estimator's (``rl.estimators``).
+        returns: (b, r) advantages + values, before whitening; the advantages without a critic.
         kl: (b, r) per-token KL estimates (masked).
     """
 
@@ -31,7 +31,7 @@ class Rollout(NamedTuple):
     response_mask: torch.Tensor
     logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
-    values: torch.Tensor
+    values: torch.Tensor | None
     scores: torch.Tensor
     rewards: torch.Tensor
     advantages: torch.Tensor

@@ -23,8 +23,10 @@ def sample_responses(
     generator: torch.Generator | None = None,
     eos_token_id: int | None = None,
     pad_token_id: int = 0,
+    samples_per_prompt: int = 1,
+    greedy: bool = False,
 ) -> torch.Tensor:
-    """Sample up to ``max_new_tokens`` tokens per prompt.
+    """Sample up to ``max_new_tokens`` tokens per prompt, ``samples_per_prompt`` times each.
 
     Args:
         model: a Hugging Face causal LM (or a peft wrapper of one); the next-token logits come
@@ -32,30 +34,42 @@ def sample_responses(
         input_ids, attention_mask: (b, q) left-padded prompts.
         eos_token_id: stop token; rows that finished get ``pad_token_id`` afterwards, and the
             loop ends early once every row finished. None samples the full length.
+        samples_per_prompt: k responses per prompt. The prompts are encoded once and their KV
+            cache is repeated k times, so rows ``i * k .. i * k + k - 1`` answer prompt i; the
+            draws are those of sampling from the prompts repeated with ``repeat_interleave``.
+        greedy: take the most likely token instead of sampling (ReMax's baseline).
     Returns:
-        (b, n) responses with n <= max_new_tokens.
+        (b * k, n) responses with n <= max_new_tokens.
     """
     was_training = model.training
     model.eval()  # KV cache needs eval mode under gradient checkpointing; dropout is off anyway
     try:
         return _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator,
-                       eos_token_id, pad_token_id)
+                       eos_token_id, pad_token_id, samples_per_prompt, greedy)
     finally:
         model.train(was_training)
 
 
 def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator, eos_token_id,
-            pad_token_id) -> torch.Tensor:
+            pad_token_id, samples_per_prompt, greedy) -> torch.Tensor:
     position_ids = left_pad_position_ids(attention_mask)
     decode = CachedDecoder(model)
     logits = decode(input_ids, attention_mask, position_ids)
-    b = input_ids.shape[0]
+    if samples_per_prompt > 1:
+        logits = logits.repeat_interleave(samples_per_prompt, dim=0)
+        attention_mask = attention_mask.repeat_interleave(samples_per_prompt, dim=0)
+        position_ids = position_ids.repeat_interleave(samples_per_prompt, dim=0)
+        decode.repeat_rows(samples_per_prompt)
+    b = logits.shape[0]
     finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=attention_mask.device)
     tokens: list[torch.Tensor] = []
     for step in range(max_new_tokens):
-        probs = torch.softmax(logits / temperature, dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        if greedy:
+            token = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         if eos_token_id is not None:
             token = torch.where(finished, torch.full_like(token, pad_token_id), token)
             finished |= token == eos_token_id

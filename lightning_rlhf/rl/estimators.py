@@ -1,0 +1,168 @@
+"""Critic-free advantage estimators: a baseline from the other samples of the same prompt (or
+from a greedy response) instead of a learned value function.
+
+A rollout of b prompts with k samples each holds n = b * k rows, the k samples of a prompt in
+consecutive rows (``repeat_interleave`` order), so ``x.view(b, k)`` groups them. Notation of
+``../shared/reference/rlhf-anchors-2.md`` §2: r_i the score of sample i of a group, r̄ the group
+mean, σ the group's (unbiased) std.
+
+| estimator | advantage | k |
+|---|---|---|
+| ``rloo`` (Ahmadian et al. 2024) | r_i − mean of the other k − 1 scores | ≥ 2 |
+| ``grpo`` (DeepSeekMath 2024) | (r_i − r̄) / (σ + eps) | ≥ 2 |
+| ``dr_grpo`` (Liu et al. 2025) | r_i − r̄ (and a constant loss divisor) | ≥ 2 |
+| ``reinforce_pp`` (Hu et al. 2025) | per-token return of (score − β KL), whitened over the global batch | ≥ 1 |
+| ``reinforce_pp_baseline`` | the same with r̄ subtracted from the score first | ≥ 2 |
+| ``remax`` (Li et al. 2023) | per-token return − the score of a greedy response to the prompt | ≥ 1 |
+
+Sequence-level estimators (``rloo``, ``grpo``, ``dr_grpo``) broadcast one advantage to every
+token; with the KL in the reward, each sequence's summed KL is folded into its score first (as
+TRL's RLOO does), so it carries no gradient. Token-level ones (``reinforce_pp*``, ``remax``)
+take per-token rewards: −β KL on each token and the score on the last.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from lightning_rlhf.errors import ConfigError
+from lightning_rlhf.rl.advantages import masked_whiten
+
+Estimator = Literal["gae", "rloo", "grpo", "dr_grpo", "reinforce_pp", "reinforce_pp_baseline", "remax"]
+ESTIMATORS = ("gae", "rloo", "grpo", "dr_grpo", "reinforce_pp", "reinforce_pp_baseline", "remax")
+SEQUENCE_LEVEL = ("rloo", "grpo", "dr_grpo")
+GROUP_BASELINE = ("rloo", "grpo", "dr_grpo", "reinforce_pp_baseline")
+
+
+def check_estimator(estimator: str, samples_per_prompt: int) -> None:
+    """Refuse an unknown estimator, or a group estimator with fewer than two samples per prompt."""
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"advantage_estimator must be one of {', '.join(ESTIMATORS)}, not '{estimator}'")
+    if samples_per_prompt < 1:
+        raise ConfigError(f"samples_per_prompt must be at least 1, not {samples_per_prompt}")
+    if estimator in GROUP_BASELINE and samples_per_prompt < 2:
+        raise ConfigError(f"advantage_estimator '{estimator}' compares the samples of a prompt with each other; "
+                          f"set samples_per_prompt to 2 or more (it is {samples_per_prompt})")
+
+
+def _groups(scores: torch.Tensor, k: int) -> torch.Tensor:
+    if scores.dim() != 1 or scores.numel() % k:
+        raise ValueError(f"scores of shape {tuple(scores.shape)} do not split into groups of {k}")
+    return scores.view(-1, k)
+
+
+def rloo_advantages(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Leave-one-out baseline: ``A_i = r_i - (sum_j r_j - r_i) / (k - 1)``.
+
+    Args:
+        scores: (b * k,) sequence scores, groups in consecutive rows.
+    Returns:
+        (b * k,) advantages; each group's sum is 0.
+    """
+    if k < 2:
+        raise ConfigError("rloo needs at least 2 samples per prompt")
+    g = _groups(scores, k)
+    baseline = (g.sum(-1, keepdim=True) - g) / (k - 1)
+    return (g - baseline).reshape(-1)
+
+
+def grpo_advantages(scores: torch.Tensor, k: int, scale_by_std: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """Group-relative advantage: ``(r_i - mean) / (std + eps)``; ``scale_by_std=False`` is Dr. GRPO.
+
+    The std is unbiased (``torch.std``, as TRL and verl); ``eps`` (TRL's 1e-4) keeps a group
+    whose samples all score the same at advantage 0.
+
+    Args:
+        scores: (b * k,) sequence scores, groups in consecutive rows.
+    Returns:
+        (b * k,) advantages.
+    """
+    if k < 2:
+        raise ConfigError("grpo and dr_grpo need at least 2 samples per prompt")
+    g = _groups(scores, k)
+    centred = g - g.mean(-1, keepdim=True)
+    if scale_by_std:
+        centred = centred / (g.std(-1, keepdim=True) + eps)
+    return centred.reshape(-1)
+
+
+def group_mean_baseline(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """(b * k,) mean score of each row's group (REINFORCE++-baseline's baseline)."""
+    return _groups(scores, k).mean(-1, keepdim=True).expand(-1, k).reshape(-1)
+
+
+def group_statistics(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean within-group std of the scores and the fraction of groups whose std is 0 (TRL's
+    ``frac_reward_zero_std``: groups that teach a group-relative estimator nothing)."""
+    if k < 2:
+        zero = torch.zeros((), device=scores.device)
+        return zero, zero
+    std = _groups(scores, k).std(-1)
+    return std.mean(), (std == 0).float().mean()
+
+
+def returns_to_go(rewards: torch.Tensor, response_mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """``G_t = sum_{s >= t} gamma^(s - t) r_s`` over the response.
+
+    Args:
+        rewards, response_mask: (n, r).
+    Returns:
+        (n, r) returns, 0 where masked.
+    """
+    rewards = rewards * response_mask
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        out[:, t] = running
+    return out * response_mask
+
+
+def reinforce_pp_advantages(
+    rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    baseline: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    sync: bool = True,
+) -> torch.Tensor:
+    """REINFORCE++: per-token returns minus an optional per-sequence baseline, whitened over the
+    global batch (all ranks when ``sync`` and a process group runs).
+
+    Args:
+        rewards: (n, r) per-token rewards (−β KL, plus the score on the last token).
+        response_mask: (n, r).
+        baseline: (n,) subtracted from every token's return; ``group_mean_baseline`` for
+            REINFORCE++-baseline, None for plain REINFORCE++.
+    Returns:
+        (n, r) advantages, 0 where masked.
+    """
+    returns = returns_to_go(rewards, response_mask, gamma)
+    if baseline is not None:
+        returns = (returns - baseline.unsqueeze(-1)) * response_mask
+    return masked_whiten(returns, response_mask, sync=sync)
+
+
+def remax_advantages(
+    rewards: torch.Tensor, response_mask: torch.Tensor, greedy_scores: torch.Tensor, gamma: float = 1.0
+) -> torch.Tensor:
+    """ReMax: per-token returns minus the score of the greedy response to the same prompt.
+
+    Args:
+        rewards, response_mask: (n, r), as for ``reinforce_pp_advantages``.
+        greedy_scores: (n,) score of the greedy response of each row's prompt.
+    Returns:
+        (n, r) advantages, 0 where masked (not whitened).
+    """
+    returns = returns_to_go(rewards, response_mask, gamma)
+    return (returns - greedy_scores.unsqueeze(-1)) * response_mask
+
+
+def sequence_advantages(estimator: str, scores: torch.Tensor, k: int) -> torch.Tensor:
+    """(n,) advantage of each sequence from its score for ``rloo``, ``grpo`` and ``dr_grpo``."""
+    if estimator == "rloo":
+        return rloo_advantages(scores, k)
+    if estimator in ("grpo", "dr_grpo"):
+        return grpo_advantages(scores, k, scale_by_std=estimator == "grpo")
+    raise ConfigError(f"'{estimator}' is not a sequence-level estimator")
