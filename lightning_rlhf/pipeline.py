@@ -7,6 +7,9 @@ evaluation, on a GPU with the hub. A preset is a folder with ``pipeline.yaml`` (
 and one ``lightning-rlhf fit`` config per stage; copy one to make your own (``--configs``).
 Each stage prints a line when it starts and ends; ``<artifacts>/pipeline_summary.json`` keeps
 the wall times and key figures, and the evaluation report is ``<artifacts>/eval/report.md``.
+
+``--algo rloo`` runs the preset's ``rloo.yaml`` as the RL stage instead of ``ppo.yaml``;
+``--algo ppo,rloo,grpo`` runs each and evaluates all their policies in one report.
 """
 
 from __future__ import annotations
@@ -64,6 +67,30 @@ def check_hub(ids: list[str], preset: str) -> None:
             f"lightning-rlhf-pipeline --preset offline")
 
 
+def _is_rl_stage(config: dict) -> bool:
+    return str((config.get("model") or {}).get("class_path", "")).endswith("PPOModule")
+
+
+def choose_algorithms(folder: Path, stages: dict[str, dict], evaluate: dict, algo: str | None
+                      ) -> tuple[dict[str, dict], dict]:
+    """Replace the preset's RL stages by the ``--algo`` configs (comma-separated names of
+    ``<folder>/<name>.yaml``) and evaluate each of them beside the non-RL policies."""
+    if not algo:
+        return stages, evaluate
+    names = [a.strip() for a in algo.split(",") if a.strip()]
+    available = sorted(p.stem for p in folder.glob("*.yaml") if _is_rl_stage(yaml.safe_load(p.read_text()) or {}))
+    chosen = {}
+    for name in names:
+        config = _load_yaml(folder / f"{name}.yaml") if (folder / f"{name}.yaml").exists() else None
+        if config is None or not _is_rl_stage(config):
+            raise MissingInputError(f"--algo {name}: '{folder / name}.yaml' is not an RL config of this preset; "
+                                    f"choose from {', '.join(available) or 'none'}")
+        chosen[name] = config
+    kept = {n: c for n, c in stages.items() if not _is_rl_stage(c)}
+    policies = [p for p in evaluate.get("policies", []) if p in kept] + list(chosen)
+    return kept | chosen, {**evaluate, "policies": policies}
+
+
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
@@ -75,6 +102,7 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--data", help=f"IMDB source; default {LOCAL_DATA} when it exists, else {HUB_DATA}")
     p.add_argument("--num-prompts", type=int, help="held-out prompts for the evaluation (default: the preset's)")
     p.add_argument("--skip-existing", action="store_true", help="skip stages whose export already exists")
+    p.add_argument("--algo", help="RL stage(s) to run instead of the preset's: ppo, rloo, grpo, or a comma list")
     args = p.parse_args(argv)
 
     folder = Path(args.configs) if args.configs else PRESETS_ROOT / args.preset
@@ -86,6 +114,7 @@ def _main(argv: list[str]) -> None:
     stages = {name: _load_yaml(folder / f"{name}.yaml") for name in plan.get("stages", [])}
     if not stages:
         raise ConfigError(f"'{folder / 'pipeline.yaml'}' lists no stages")
+    stages, evaluate = choose_algorithms(folder, stages, plan.get("evaluate") or {}, args.algo)
     data = args.data or (LOCAL_DATA if Path(LOCAL_DATA).exists() else HUB_DATA)
     where = "local copy" if Path(data).exists() else "Hugging Face hub"
     print(f"preset: {folder}; stages: {' -> '.join([*stages, 'eval'])}; data: {data} ({where})", flush=True)
@@ -126,7 +155,6 @@ def _main(argv: list[str]) -> None:
         run_stage(name, exports[name], lambda n=name: fit(n))
         if name in plan.get("test", []):
             run_stage(f"{name}_test", None, lambda n=name: test(n))
-    evaluate = plan.get("evaluate") or {}
     if evaluate.get("policies"):
         run_stage("eval", None, lambda: _evaluate(stages, exports, evaluate, data, out, args.num_prompts))
     width = max(len(k) for k in summary) if summary else 5

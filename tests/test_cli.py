@@ -78,3 +78,17 @@ def test_unknown_config_key_is_rejected(tmp_path, tiny_gpt2, tokenizer_dir, imdb
     with pytest.raises(ArgumentError) as caught:
         build_cli(["fit", "--config", str(config), "--model.init_args.learning_rat", "1"])
     assert user_message(caught.value).startswith("model (SFTModule): option 'learning_rat' is not accepted")
+
+
+def test_every_shipped_config_parses(capsys):
+    """Every stage config under configs/ names only arguments that exist, with valid values."""
+    repo = Path(__file__).resolve().parents[1]
+    configs = sorted(p for p in (repo / "configs").rglob("*.yaml") if p.name != "pipeline.yaml")
+    assert {"offline/rloo.yaml", "offline/grpo.yaml", "gpt2/rloo.yaml"} <= {str(p.relative_to(repo / "configs"))
+                                                                          for p in configs}
+    for config in configs:
+        with pytest.raises(SystemExit) as done:
+            build_cli(["fit", "--config", str(config), "--print_config"])
+        assert done.value.code in (0, None), config
+        printed = capsys.readouterr().out
+        assert "class_path: lightning_rlhf.modules." in printed, config

@@ -71,6 +71,8 @@ def test_bad_inputs_end_with_one_error_line(fresh_checkout, tmp_path, tokenizer_
          ["'artifacts/none/here' does not exist"]),
         (["lightning-rlhf-eval", "--policy", "a=x"], ["the following arguments are required"]),
         (["lightning-rlhf-pipeline", "--preset", "nope"], ["no preset at 'configs/nope'", "offline"]),
+        (["lightning-rlhf-pipeline", "--algo", "ppo,nope"],
+         ["--algo nope: 'configs/offline/nope.yaml' is not an RL config", "grpo, ppo, rloo"]),
         (["lightning-rlhf-tokenizer", "--data", "./missing", "--out", str(tmp_path / "tok")],
          ["data path './missing' does not exist"]),
     ]

@@ -59,5 +59,19 @@ def test_pipeline_runs_a_preset_folder(tmp_path, tokenizer_dir, imdb_dir, capsys
     assert summary["eval"]["sft/kl_to_reference"] == 0.0 and "ppo/reward_mean" in summary["eval"]
     assert (art / "eval" / "report.md").exists()
 
+    # --algo: a critic-free sibling beside PPO, both in one report; the existing exports are reused
+    rloo = yaml.safe_load((preset / "ppo.yaml").read_text())
+    rloo["model"]["init_args"].update(advantage_estimator="rloo", samples_per_prompt=2, export_dir=str(art / "rloo"))
+    rloo["data"]["batch_size"] = 4
+    rloo["trainer"]["logger"]["init_args"]["name"] = "rloo"
+    _write(preset / "rloo.yaml", rloo)
+    pipeline_main(["--configs", str(preset), "--data", imdb_dir, "--algo", "ppo,rloo", "--skip-existing"])
+    out = capsys.readouterr().out
+    assert "stages: sft -> reward -> ppo -> rloo -> eval" in out
+    assert "== ppo: " in out and "exists, skipped" in out and "== rloo: done in" in out
+    evaluated = json.loads((art / "eval" / "metrics.json").read_text())["policies"]
+    assert list(evaluated) == ["sft", "ppo", "rloo"]
+    assert (art / "rloo" / "model.safetensors").exists()
+
     pipeline_main(["--configs", str(preset), "--data", imdb_dir, "--skip-existing"])
     assert "== ppo: " + str(art / "ppo") + " exists, skipped" in capsys.readouterr().out
