@@ -1,4 +1,4 @@
-"""Batch collation for the three shapes the data module serves."""
+"""Batch collation for the shapes the data module serves."""
 
 from __future__ import annotations
 
@@ -53,3 +53,21 @@ class ClassificationCollator:
         ids, mask = pad_rows(rows, self.pad_token_id, left=False)
         labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@dataclass
+class PreferenceCollator:
+    """A prompt left-padded as for rollouts, its chosen and rejected responses right-padded to
+    one width: ``queries``/``query_mask`` (b, q), ``chosen``/``chosen_mask`` and
+    ``rejected``/``rejected_mask`` (b, r). Masks are 1 on real tokens only, so prompt and padding
+    positions carry no loss."""
+
+    pad_token_id: int
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        queries, query_mask = pad_rows([{"input_ids": r["prompt_ids"]} for r in rows], self.pad_token_id, left=True)
+        both = [{"input_ids": r[key]} for key in ("chosen_ids", "rejected_ids") for r in rows]
+        responses, mask = pad_rows(both, self.pad_token_id, left=False)
+        b = len(rows)
+        return {"queries": queries, "query_mask": query_mask, "chosen": responses[:b], "chosen_mask": mask[:b],
+                "rejected": responses[b:], "rejected_mask": mask[b:]}

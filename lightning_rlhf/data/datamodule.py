@@ -1,4 +1,4 @@
-"""``IMDBDataModule``: one data module for every stage (SFT, reward model, PPO)."""
+"""``IMDBDataModule``: one data module for every stage (SFT, reward model, PPO and its siblings, DPO)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,29 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_rlhf.data.collate import ClassificationCollator, LeftPadCollator, LMBlockCollator
+from lightning_rlhf.data.collate import ClassificationCollator, LeftPadCollator, LMBlockCollator, PreferenceCollator
+from lightning_rlhf.data.preferences import load_preferences
 from lightning_rlhf.data.resumable import EpochShuffleSampler, ResumableDataLoader
 from lightning_rlhf.data.sources import load_reviews
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.models.loading import load_tokenizer
 
-Shape = Literal["lm", "prompts", "classification"]
+Shape = Literal["lm", "prompts", "classification", "preferences"]
+SHAPES = ("lm", "prompts", "classification", "preferences")
 
 
 class IMDBDataModule(L.LightningDataModule):
-    """IMDB reviews served as LM blocks, rollout prompts, or labelled texts.
+    """IMDB reviews served as LM blocks, rollout prompts or labelled texts, or preference pairs.
 
     Args:
         data_path: Hugging Face dataset id, a folder of train/test .parquet/.jsonl/.csv files
             with ``text``/``label`` columns, one such file, or an extracted ``aclImdb/`` folder.
         tokenizer: Hub id or local folder of the tokenizer (the policy's, or the classifier's).
         shape: ``lm`` (token blocks for SFT), ``prompts`` (left-padded review openings for PPO
-            rollouts) or ``classification`` (tokenized text + label for the reward model).
+            rollouts), ``classification`` (tokenized text + label for the reward model) or
+            ``preferences`` (prompt, chosen and rejected responses for DPO; ``data_path`` is then
+            a ``lightning-rlhf-preferences`` folder, a .jsonl/.parquet file or a hub dataset with
+            prompt/chosen/rejected columns).
         batch_size: Samples per batch (per process under DDP).
         val_size: Validation reviews held out of train (a count, or a fraction if < 1), unless the
             source has its own validation split (``val*`` files), which is then used.
@@ -37,7 +42,10 @@ class IMDBDataModule(L.LightningDataModule):
         prompt_max_tokens: Longest prompt, in tokens; each prompt's length is drawn (seeded)
             from [prompt_min_tokens, prompt_max_tokens].
         min_review_chars: For prompts, skip reviews shorter than this (TRL's IMDB recipe: 200).
-        max_length: Truncation length for the ``classification`` shape.
+        max_length: Truncation length for the ``classification`` shape; for ``preferences``, the
+            longest prompt + response allowed (longer pairs are an error, not silently cut).
+        preference_columns: For ``preferences``, our column names mapped to the source's, e.g.
+            ``{"prompt": "question"}``.
         pad_with_eos: Pad with EOS when the tokenizer has no pad token (GPT-2).
         seed: Seed for shuffling, the validation split and prompt lengths.
         num_workers: DataLoader workers.
@@ -58,12 +66,13 @@ class IMDBDataModule(L.LightningDataModule):
         min_review_chars: int = 200,
         max_length: int = 512,
         pad_with_eos: bool = True,
+        preference_columns: dict[str, str] | None = None,
         seed: int = 42,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if shape not in ("lm", "prompts", "classification"):
-            raise ConfigError(f"shape must be lm, prompts or classification, not '{shape}'")
+        if shape not in SHAPES:
+            raise ConfigError(f"shape must be one of {', '.join(SHAPES)}, not '{shape}'")
         if not 1 <= prompt_min_tokens <= prompt_max_tokens:
             raise ConfigError(
                 f"prompt length range [{prompt_min_tokens}, {prompt_max_tokens}] is empty or "
@@ -78,7 +87,8 @@ class IMDBDataModule(L.LightningDataModule):
         if self.splits:
             return
         hp = self.hparams
-        raw = load_reviews(hp.data_path)
+        raw = (load_preferences(hp.data_path, hp.preference_columns) if hp.shape == "preferences"
+               else load_reviews(hp.data_path))
         parts = self._split_train(raw)
         if "test" in raw:
             parts["test"] = raw["test"].shuffle(seed=hp.seed)
@@ -111,6 +121,8 @@ class IMDBDataModule(L.LightningDataModule):
 
     def _shape(self, ds: datasets.Dataset) -> datasets.Dataset:
         hp, tok = self.hparams, self.tokenizer
+        if hp.shape == "preferences":
+            return self._pairs(ds)
         if hp.shape == "classification":
             labels = set(ds.unique("label"))
             if not labels <= {0, 1}:
@@ -145,11 +157,32 @@ class IMDBDataModule(L.LightningDataModule):
 
         return ds.map(blocks, batched=True, remove_columns=ds.column_names, desc="packing LM blocks")
 
+    def _pairs(self, ds: datasets.Dataset) -> datasets.Dataset:
+        """Prompt, chosen and rejected tokenized apart (responses without special tokens), so the
+        prompt/response boundary is exact; a pair longer than ``max_length`` is an error."""
+        hp, tok = self.hparams, self.tokenizer
+
+        def encode(batch: dict) -> dict:
+            out = {"prompt_ids": tok(batch["prompt"])["input_ids"]}
+            for key in ("chosen", "rejected"):
+                out[f"{key}_ids"] = tok(batch[key], add_special_tokens=False)["input_ids"]
+            return out
+
+        ds = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing pairs")
+        longest = max(len(p) + max(len(c), len(r))
+                      for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True))
+        if longest > hp.max_length:
+            raise ConfigError(f"a prompt + response of '{hp.data_path}' has {longest} tokens, more than "
+                              f"max_length ({hp.max_length}); raise max_length up to the model's context "
+                              f"or drop the long pairs")
+        return ds
+
     # -- loaders ---------------------------------------------------------------------------
     def _collate(self):
         pad = self.tokenizer.pad_token_id
-        return {"lm": LMBlockCollator(), "prompts": LeftPadCollator(pad),
-                "classification": ClassificationCollator(pad)}[self.hparams.shape]
+        collators = {"lm": LMBlockCollator(), "prompts": LeftPadCollator(pad),
+                     "classification": ClassificationCollator(pad), "preferences": PreferenceCollator(pad)}
+        return collators[self.hparams.shape]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.splits:
@@ -170,7 +203,8 @@ class IMDBDataModule(L.LightningDataModule):
                                    drop_last=self.hparams.shape == "prompts", **common)
 
     def _columns(self) -> list[str]:
-        return ["input_ids", "label"] if self.hparams.shape == "classification" else ["input_ids"]
+        return {"classification": ["input_ids", "label"],
+                "preferences": ["prompt_ids", "chosen_ids", "rejected_ids"]}.get(self.hparams.shape, ["input_ids"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

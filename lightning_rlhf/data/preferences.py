@@ -1,0 +1,72 @@
+"""Preference pairs: built from scored samples (``make_pairs``) and read back (``load_preferences``).
+
+A preference row holds ``prompt``, ``chosen`` and ``rejected`` texts (the responses without the
+prompt), the format of public preference sets; ``lightning-rlhf-preferences`` also writes
+``chosen_score`` and ``rejected_score``.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+from typing import Literal
+
+import datasets
+
+from lightning_rlhf.errors import ConfigError, MissingInputError
+
+PairMode = Literal["all", "best_worst"]
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def make_pairs(scores: list[float], mode: PairMode = "all", min_margin: float = 0.0) -> list[tuple[int, int]]:
+    """(chosen, rejected) indices among the k scored samples of one prompt.
+
+    ``all``: every pair of samples whose scores differ by more than ``min_margin`` (k (k - 1) / 2
+    at most, the DPO paper's protocol); ``best_worst``: the highest against the lowest score.
+    Ties never make a pair.
+    """
+    if mode not in ("all", "best_worst"):
+        raise ConfigError(f"pairs must be all or best_worst, not '{mode}'")
+    if mode == "best_worst":
+        best = max(range(len(scores)), key=scores.__getitem__)
+        worst = min(range(len(scores)), key=scores.__getitem__)
+        candidates = [(best, worst)]
+    else:
+        candidates = [(i, j) if scores[i] >= scores[j] else (j, i) for i, j in combinations(range(len(scores)), 2)]
+    return [(c, r) for c, r in candidates if scores[c] - scores[r] > min_margin]
+
+
+def load_preferences(source: str, columns: dict[str, str] | None = None) -> datasets.DatasetDict:
+    """A folder of ``train*``/``test*``/``val*`` .jsonl or .parquet files, one file, or a hub dataset
+    with prompt/chosen/rejected columns; ``columns`` maps our names to the source's
+    (e.g. ``{"prompt": "question"}``). Rows with an empty chosen or rejected response are an error."""
+    rename = {v: k for k, v in (columns or {}).items()}
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet"))
+        by_split: dict[str, list[str]] = {}
+        for f in files:
+            split = "validation" if f.name.startswith("val") else "test" if f.name.startswith("test") else "train"
+            by_split.setdefault(split, []).append(str(f))
+        if not by_split:
+            raise MissingInputError(f"no .jsonl or .parquet preference files in '{source}'")
+        kind = "json" if files[0].suffix == ".jsonl" else "parquet"
+        raw = datasets.load_dataset(kind, data_files=by_split)
+    elif path.is_file():
+        raw = datasets.load_dataset("json" if path.suffix == ".jsonl" else "parquet", data_files={"train": str(path)})
+    elif path.exists() or source.startswith((".", "/", "~")):
+        raise MissingInputError(f"preference data '{source}' is neither a folder nor a .jsonl/.parquet file")
+    else:
+        raw = datasets.load_dataset(source)
+    raw = raw.rename_columns({k: v for k, v in rename.items() if k in raw["train"].column_names})
+    missing = [c for c in COLUMNS if c not in raw["train"].column_names]
+    if missing:
+        raise ConfigError(f"preference data '{source}' has no {', '.join(missing)} column; it has "
+                          f"{', '.join(raw['train'].column_names)} (map names with preference_columns)")
+    for name, split in raw.items():
+        empty = [i for i, (c, r) in enumerate(zip(split["chosen"], split["rejected"], strict=True)) if not c or not r]
+        if empty:
+            raise ConfigError(f"row {empty[0]} of the {name} split of '{source}' has an empty chosen or rejected "
+                              f"response ({len(empty)} such rows); drop them")
+    return raw

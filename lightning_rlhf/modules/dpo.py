@@ -1,0 +1,177 @@
+"""``DPOModule``: preference optimisation of a causal LM against a frozen reference, no reward model.
+
+Automatic optimization: the Trainer does AMP, gradient accumulation, clipping, checkpoints and
+DDP. Each batch of b pairs runs one policy forward over the 2b prompt + response rows (chosen
+then rejected) and one reference forward without grad; the loss is ``rl.dpo.dpo_loss``.
+Log-probs use the same path as PPO (left-padded prompts, fp32 LM head, temperature 1).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from lightning_rlhf.errors import ConfigError
+from lightning_rlhf.export import export_at_fit_end, model_context
+from lightning_rlhf.generation import generate_texts
+from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
+from lightning_rlhf.models.lora import apply_lora, is_lora
+from lightning_rlhf.models.value_head import response_logprobs
+from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
+from lightning_rlhf.optim import Schedule, configure_adamw
+from lightning_rlhf.rl.dpo import DPO_LOSSES, DPOLossType, dpo_loss, sequence_logprobs
+
+FROZEN_PREFIXES = ("ref_model.",)
+
+
+class DPOModule(L.LightningModule):
+    """Direct preference optimisation (Rafailov et al. 2023) and its IPO and hinge variants.
+
+    Args:
+        policy_name_or_path: Hub id or folder of the policy (the SFT export); ignored with policy_config.
+        policy_config: Config fields of a randomly initialised policy (tests).
+        tokenizer_name_or_path: Tokenizer of the policy; defaults to policy_name_or_path.
+        ref_name_or_path: Frozen reference; defaults to the policy's source (reloaded on resume,
+            not stored in checkpoints).
+        beta: Strength of the implicit KL constraint (TRL's default 0.1).
+        loss_type: ``sigmoid`` (DPO), ``ipo`` or ``hinge``.
+        label_smoothing: Assumed share of flipped labels (conservative DPO; sigmoid only).
+        learning_rate: Peak AdamW learning rate.
+        weight_decay: AdamW weight decay on weight matrices.
+        warmup_steps: Linear warmup steps.
+        lr_schedule: Decay after warmup: cosine, linear or constant.
+        lora_r: > 0 trains LoRA adapters only; the reference is the policy with its adapter disabled.
+        lora_alpha: LoRA scaling numerator.
+        lora_target_modules: Module names to adapt; None = peft's default.
+        init_seed: Seed for random initialisation from policy_config.
+        export_dir: Folder for the policy's ``save_pretrained`` export; default ``<log_dir>/export``.
+    """
+
+    rlhf_stage = "dpo"
+
+    def __init__(
+        self,
+        policy_name_or_path: str | None = "gpt2",
+        policy_config: dict[str, Any] | None = None,
+        tokenizer_name_or_path: str | None = None,
+        ref_name_or_path: str | None = None,
+        beta: float = 0.1,
+        loss_type: DPOLossType = "sigmoid",
+        label_smoothing: float = 0.0,
+        learning_rate: float = 5e-6,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        lr_schedule: Schedule = "constant",
+        lora_r: int = 0,
+        lora_alpha: int = 16,
+        lora_target_modules: list[str] | None = None,
+        init_seed: int = 0,
+        export_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if loss_type not in DPO_LOSSES:
+            raise ConfigError(f"loss_type must be one of {', '.join(DPO_LOSSES)}, not '{loss_type}'")
+        if beta <= 0:
+            raise ConfigError(f"beta must be > 0, not {beta}")
+        if lora_r > 0 and ref_name_or_path is not None:
+            raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; "
+                              "remove ref_name_or_path")
+        self.save_hyperparameters()
+        self.strict_loading = False  # the frozen reference is not in checkpoints
+        self.tokenizer = load_tokenizer(tokenizer_name_or_path or policy_name_or_path)
+        self.policy = load_causal_lm(policy_name_or_path, policy_config, init_seed)
+        self.ref_model = None
+        if lora_r > 0:
+            self.policy = apply_lora(self.policy, lora_r, lora_alpha, lora_target_modules)
+        else:
+            self.ref_model = load_causal_lm(ref_name_or_path or policy_name_or_path, policy_config, init_seed)
+            self.ref_model.requires_grad_(False).eval()
+        disable_dropout(self.policy)  # log-ratios of the same text must not depend on dropout draws
+        self.val_metrics = {k: MeanMetric() for k in ("loss", "accuracies", "margins")}
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().state_dict(*args, **kwargs)
+        return {k: v for k, v in state.items() if not k.startswith(FROZEN_PREFIXES)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        require_own_checkpoint(self, checkpoint)
+
+    def setup(self, stage: str) -> None:
+        require_same_tokenizer(self, self.tokenizer)
+        dm = getattr(self.trainer, "datamodule", None)
+        context, longest = model_context(self.policy), getattr(getattr(dm, "hparams", None), "max_length", None)
+        if context and longest and longest > context:
+            raise ConfigError(f"data max_length ({longest}) exceeds the policy's context of {context} positions; "
+                              f"set data.max_length <= {context}")
+
+    def configure_optimizers(self) -> dict:
+        return configure_adamw(self, self.policy)
+
+    def _logprobs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed response log-probs (2b,) under the policy (with grad) and the reference;
+        chosen rows first, then rejected."""
+        queries = batch["queries"].repeat(2, 1)
+        query_mask = batch["query_mask"].repeat(2, 1)
+        responses = torch.cat([batch["chosen"], batch["rejected"]])
+        response_mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
+        ids, mask = torch.cat([queries, responses], -1), torch.cat([query_mask, response_mask], -1)
+        policy, _ = response_logprobs(self.policy, ids, mask, responses, 1.0)
+        with torch.no_grad():
+            ref_model = self.ref_model if self.ref_model is not None else self.policy
+            ref, _ = response_logprobs(ref_model, ids, mask, responses, 1.0, disable_adapter=self.ref_model is None)
+        m = response_mask.to(policy.dtype)
+        return sequence_logprobs(policy, m), sequence_logprobs(ref, m)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        hp = self.hparams
+        policy, ref = self._logprobs(batch)
+        b = batch["chosen"].shape[0]
+        out = dpo_loss(policy[:b], policy[b:], ref[:b], ref[b:], hp.beta, hp.loss_type, hp.label_smoothing)
+        stats = {
+            "rewards/chosen": out.chosen_rewards.mean(),
+            "rewards/rejected": out.rejected_rewards.mean(),
+            "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float().mean(),
+            "rewards/margins": (out.chosen_rewards - out.rejected_rewards).mean(),
+            "logps/chosen": policy[:b].detach().mean(),
+            "logps/rejected": policy[b:].detach().mean(),
+        }
+        return out.loss, stats
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, stats = self._step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite DPO loss at step {self.global_step}; lower the learning rate")
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict({f"train/{k}": v for k, v in stats.items()})
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        for metric in self.val_metrics.values():
+            metric.to(self.device).reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, stats = self._step(batch)
+        n = batch["chosen"].shape[0]
+        self.val_metrics["loss"].update(loss, weight=n)
+        self.val_metrics["accuracies"].update(stats["rewards/accuracies"], weight=n)
+        self.val_metrics["margins"].update(stats["rewards/margins"], weight=n)
+
+    def on_validation_epoch_end(self) -> None:
+        values = {k: m.compute() for k, m in self.val_metrics.items()}
+        self.log_dict({"val/loss": values["loss"], "val/rewards/accuracies": values["accuracies"],
+                       "val/rewards/margins": values["margins"]}, prog_bar=True)
+
+    def sample_rows(self, prompts: list[str], max_new_tokens: int, temperature: float, seed: int) -> list[dict]:
+        """Rows for the sample table: prompt and continuation."""
+        texts = generate_texts(self.policy, self.tokenizer, prompts, max_new_tokens, temperature, seed)
+        return [{"prompt": p, "continuation": t} for p, t in zip(prompts, texts, strict=True)]
+
+    def on_fit_end(self) -> None:
+        model = self.policy
+        if is_lora(model) and self.trainer.is_global_zero:
+            model = copy.deepcopy(model).merge_and_unload()
+        export_at_fit_end(self.trainer, self.hparams.export_dir, model, self.tokenizer, "the policy and tokenizer")

@@ -1,0 +1,147 @@
+"""Preference pairs (built, written by shards, resumed, read back) and DPOModule end to end."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from conftest import write_jsonl
+from test_resume import RecordMetric, _assert_same_training_state, _trainer
+
+from lightning_rlhf.data import IMDBDataModule
+from lightning_rlhf.data.preferences import make_pairs
+from lightning_rlhf.errors import ConfigError
+from lightning_rlhf.modules import DPOModule
+from lightning_rlhf.preference_pairs import main as preferences_main
+from lightning_rlhf.rl.logprobs import logprobs_from_logits
+
+
+def test_make_pairs():
+    scores = [0.5, 2.0, 0.5, -1.0]
+    assert make_pairs(scores) == [(1, 0), (0, 3), (1, 2), (1, 3), (2, 3)]  # the tie (0, 2) makes no pair
+    assert make_pairs(scores, "best_worst") == [(1, 3)]
+    # margins: 1.5, 1.5, 1.5, 3.0, 1.5 for (1,0) (0,3) (1,2) (1,3) (2,3); only those above 1.5 stay
+    assert make_pairs(scores, min_margin=1.5) == [(1, 3)]
+
+
+def test_preference_pairs_are_ordered_counted_and_resumable(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, capsys):
+    from lightning_rlhf.models.loading import build_from_config
+
+    policy = tmp_path / "policy"
+    build_from_config(tiny_gpt2, "causal_lm", seed=0).save_pretrained(policy)
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(policy)
+    args = ["--policy", str(policy), "--reward-fn", "test_ppo:e_fraction", "--data", imdb_dir, "--num-prompts", "12",
+            "--samples-per-prompt", "4", "--max-new-tokens", "6", "--temperature", "1.5", "--shard-size", "5",
+            "--batch-size", "4", "--device", "cpu"]
+    preferences_main([*args, "--out", str(tmp_path / "a")])
+    shards = sorted((tmp_path / "a").glob("train-*.jsonl"))
+    assert [s.name for s in shards] == ["train-00000.jsonl", "train-00001.jsonl", "train-00002.jsonl"]
+    rows = [json.loads(line) for s in shards for line in s.open()]
+    assert 0 < len(rows) <= 12 * 6
+    assert all(r["chosen_score"] > r["rejected_score"] for r in rows)
+    assert all(r["chosen"] and r["rejected"] and r["prompt"] for r in rows)
+    assert "done: " + str(len(rows)) + " pairs" in capsys.readouterr().out
+
+    # a run killed after its first shard, then rerun: the same pairs as the uninterrupted run
+    preferences_main([*args, "--out", str(tmp_path / "b"), "--num-prompts", "12"])
+    for late in sorted((tmp_path / "b").glob("train-*.jsonl"))[1:]:
+        late.unlink()
+    preferences_main([*args, "--out", str(tmp_path / "b")])
+    assert "kept from an earlier run" in capsys.readouterr().out
+    assert [s.read_text() for s in sorted((tmp_path / "b").glob("train-*.jsonl"))] == [s.read_text() for s in shards]
+    with pytest.raises(SystemExit) as done:
+        preferences_main([*args, "--out", str(tmp_path / "b"), "--min-margin", "0.1"])
+    assert done.value.code == 2
+    assert "holds pairs made with other settings (min_margin)" in capsys.readouterr().err
+
+
+def _pairs(tmp_path, n=48):
+    """A separable toy preference set: chosen responses praise, rejected ones pan."""
+    rows = [{"prompt": "the movie", "chosen": " was great and wonderful", "rejected": " was awful and boring"}
+            if i % 2 else {"prompt": "this film", "chosen": " loved it best", "rejected": " hated it worst"}
+            for i in range(n)]
+    return str(write_jsonl(tmp_path / "pairs" / "train.jsonl", rows).parent)
+
+
+def _dpo_dm(data, tokenizer_dir, batch_size=4, **kw):
+    return IMDBDataModule(data_path=data, tokenizer=tokenizer_dir, shape="preferences", batch_size=batch_size,
+                          val_size=8, max_length=64, **kw)
+
+
+def _dpo(tiny_gpt2, tokenizer_dir, **kw):
+    return DPOModule(policy_name_or_path=None, policy_config=tiny_gpt2, tokenizer_name_or_path=tokenizer_dir,
+                     **{"learning_rate": 1e-3, **kw})
+
+
+def test_masks_and_padding_do_not_change_the_log_probs(tiny_gpt2, tokenizer_dir, tmp_path):
+    dm = _dpo_dm(_pairs(tmp_path), tokenizer_dir)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["queries"].shape[0] == batch["chosen"].shape[0] == batch["rejected"].shape[0] == 4
+    assert (batch["query_mask"][:, -1] == 1).all(), "prompts are left-padded"
+    module = _dpo(tiny_gpt2, tokenizer_dir)
+    policy, _ = module._logprobs(batch)
+    for i in range(4):  # each pair alone, unpadded, gives the same summed log-probs
+        q = batch["queries"][i][batch["query_mask"][i].bool()]
+        for j, key in enumerate(("chosen", "rejected")):
+            r = batch[key][i][batch[f"{key}_mask"][i].bool()]
+            ids = torch.cat([q, r]).unsqueeze(0)
+            logits = module.policy(ids).logits[:, len(q) - 1: -1]
+            expected = logprobs_from_logits(logits, r.unsqueeze(0), 1.0).sum()
+            torch.testing.assert_close(policy[j * 4 + i], expected, atol=1e-4, rtol=0)
+
+
+def test_dpo_learns_a_separable_preference_set_and_exports(tiny_gpt2, tokenizer_dir, tmp_path):
+    from transformers import pipeline
+
+    module = _dpo(tiny_gpt2, tokenizer_dir, beta=0.5, export_dir=str(tmp_path / "export"))
+    acc = RecordMetric("train/rewards/accuracies")
+    trainer = L.Trainer(max_steps=12, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[acc],
+                        num_sanity_val_steps=0)
+    trainer.fit(module, _dpo_dm(_pairs(tmp_path), tokenizer_dir))
+    metrics = trainer.callback_metrics
+    assert acc.values[0] <= 0.5 and acc.values[-1] == 1.0
+    assert metrics["val/rewards/accuracies"].item() == 1.0 and metrics["val/rewards/margins"].item() > 0
+    assert {"train/rewards/chosen", "train/rewards/rejected", "train/logps/chosen", "train/logps/rejected"} \
+        <= set(metrics)
+    assert not any(k.startswith("ref_model.") for k in module.state_dict())
+    out = pipeline("text-generation", model=str(tmp_path / "export"))("the movie", max_new_tokens=3)
+    assert out[0]["generated_text"].startswith("the movie")
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["mid_run", "end_of_fit"])
+def test_dpo_resume_is_exact(tiny_gpt2, tokenizer_dir, tmp_path, finished):
+    data = _pairs(tmp_path, n=40)  # 32 train pairs: 8 batches per epoch
+    n = 6 if finished else 4
+    straight_rec = RecordMetric("train/loss")
+    straight = _dpo(tiny_gpt2, tokenizer_dir)
+    t_straight = _trainer(tmp_path / "a", 2 * n, straight_rec, every=None if finished else n, limit_val_batches=0)
+    t_straight.fit(straight, _dpo_dm(data, tokenizer_dir))
+    first_rec = RecordMetric("train/loss")
+    _trainer(tmp_path / "b", n, first_rec, every=None if finished else n, limit_val_batches=0).fit(
+        _dpo(tiny_gpt2, tokenizer_dir), _dpo_dm(data, tokenizer_dir))
+    resumed_rec = RecordMetric("train/loss")
+    resumed = _dpo(tiny_gpt2, tokenizer_dir)
+    t_resumed = _trainer(tmp_path / "b", 2 * n, resumed_rec, limit_val_batches=0)
+    t_resumed.fit(resumed, _dpo_dm(data, tokenizer_dir), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert first_rec.values + resumed_rec.values == straight_rec.values
+    _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
+
+
+@pytest.mark.parametrize("rows, kw, message", [
+    ([{"prompt": "a", "chosen": "b"}], {}, "has no rejected column"),
+    ([{"prompt": "a", "chosen": "", "rejected": "c"}], {}, "row 0 of the train split .* has an empty chosen"),
+    ([{"prompt": "the movie " * 40, "chosen": "b", "rejected": "c"}], {}, r"has \d+ tokens, more than max_length"),
+    ([{"question": "a", "chosen": "b", "rejected": "c"}] * 20, {"preference_columns": {"prompt": "question"}}, None),
+])
+def test_preference_files_are_checked(tokenizer_dir, tmp_path, rows, kw, message):
+    data = str(write_jsonl(tmp_path / "bad" / "train.jsonl", rows * 20))
+    dm = _dpo_dm(data, tokenizer_dir, **kw)
+    if message is None:
+        dm.setup("fit")
+        assert len(dm.splits["train"]) == 400 - 8
+        return
+    with pytest.raises(ConfigError, match=message):
+        dm.setup("fit")
