@@ -9,7 +9,9 @@ Each stage prints a line when it starts and ends; ``<artifacts>/pipeline_summary
 the wall times and key figures, and the evaluation report is ``<artifacts>/eval/report.md``.
 
 ``--algo rloo`` runs the preset's ``rloo.yaml`` as the RL stage instead of ``ppo.yaml``;
-``--algo ppo,rloo,grpo`` runs each and evaluates all their policies in one report.
+``--algo ppo,rloo,grpo,dpo`` runs each and evaluates all their policies in one report. A DPO
+stage first makes its preference pairs with ``lightning-rlhf-preferences`` (settings under
+``preferences:`` in ``pipeline.yaml``; finished shards are kept, so a rerun costs nothing).
 """
 
 from __future__ import annotations
@@ -67,8 +69,13 @@ def check_hub(ids: list[str], preset: str) -> None:
             f"lightning-rlhf-pipeline --preset offline")
 
 
+def _module(config: dict) -> str:
+    return str((config.get("model") or {}).get("class_path", "")).rsplit(".", 1)[-1]
+
+
 def _is_rl_stage(config: dict) -> bool:
-    return str((config.get("model") or {}).get("class_path", "")).endswith("PPOModule")
+    """A stage that optimises the policy against the reward: PPO and its siblings, or DPO."""
+    return _module(config) in ("PPOModule", "DPOModule")
 
 
 def choose_algorithms(folder: Path, stages: dict[str, dict], evaluate: dict, algo: str | None
@@ -141,7 +148,9 @@ def _main(argv: list[str]) -> None:
     from lightning_rlhf.cli import build_cli
 
     def fit(name: str) -> dict:
-        cli = build_cli(["fit", "--config", str(folder / f"{name}.yaml"), "--data.data_path", data])
+        reviews = (stages[name].get("data") or {}).get("shape") != "preferences"  # pairs stay where they were made
+        source = ["--data.data_path", data] if reviews else []
+        cli = build_cli(["fit", "--config", str(folder / f"{name}.yaml"), *source])
         return {k: float(v) for k, v in cli.trainer.callback_metrics.items()
                 if k.startswith(("val/", "reward/score", "objective/kl"))}
 
@@ -151,12 +160,25 @@ def _main(argv: list[str]) -> None:
                          "--model.init_args.model_config", "null"])
         return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
 
+    def preferences(name: str) -> dict:
+        settings = dict(plan.get("preferences") or {})
+        if not settings.get("policy") or not (settings.get("reward_model") or settings.get("reward_fn")):
+            raise ConfigError(f"'{folder / 'pipeline.yaml'}' needs a preferences: block with policy and reward_model "
+                              f"(or reward_fn) for the {name} stage")
+        from lightning_rlhf.preference_pairs import main as preferences_main
+
+        flags = [a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        preferences_main([*flags, "--data", data, "--out", str((stages[name].get("data") or {})["data_path"])])
+
     for name in stages:
+        if _module(stages[name]) == "DPOModule" and not (args.skip_existing and Path(exports[name]).exists()):
+            run_stage(f"{name}_pairs", None, lambda n=name: preferences(n))
         run_stage(name, exports[name], lambda n=name: fit(n))
         if name in plan.get("test", []):
             run_stage(f"{name}_test", None, lambda n=name: test(n))
     if evaluate.get("policies"):
-        run_stage("eval", None, lambda: _evaluate(stages, exports, evaluate, data, out, args.num_prompts))
+        run_stage("eval", None, lambda: _evaluate(stages, exports, evaluate, data, out, args.num_prompts,
+                                                  plan.get("preferences") or {}))
     width = max(len(k) for k in summary) if summary else 5
     print("\nstage".ljust(width + 3) + "wall time   figures")
     for name, row in summary.items():
@@ -166,18 +188,23 @@ def _main(argv: list[str]) -> None:
 
 
 def _evaluate(stages: dict[str, dict], exports: dict[str, str], evaluate: dict, data: str, out: Path,
-              num_prompts: int | None) -> dict:
+              num_prompts: int | None, preferences: dict) -> dict:
     """``lightning-rlhf-eval`` of the listed stages' exports; the reward and sampling settings come
-    from the last RL stage's config, the reference is the first policy. Returns each policy's
-    held-out mean reward and KL for the summary."""
+    from the last stage that scores with a reward (else the preference settings), the reference is
+    the first policy. Returns each policy's held-out mean reward and KL for the summary."""
     from lightning_rlhf.evaluation.cli import main as eval_main
 
     names = evaluate["policies"]
-    rl = _init_args(stages[names[-1]])
+    scored = [n for n in names if _init_args(stages[n]).get("reward_model") or _init_args(stages[n]).get("reward_fn")]
+    rl = _init_args(stages[scored[-1]]) if scored else {
+        "reward_model": preferences.get("reward_model"), "reward_fn": preferences.get("reward_fn"),
+        "response_max_tokens": preferences.get("max_new_tokens", 24),
+        "temperature": preferences.get("temperature", 0.7)}
     reward = (["--reward-model", rl["reward_model"]] if rl.get("reward_model")
               else ["--reward-fn", rl["reward_fn"]])
-    logs = _latest_version(Path(((stages[names[-1]].get("trainer") or {}).get("logger") or {})
-                                .get("init_args", {}).get("save_dir", "lightning_logs")) / names[-1])
+    curve = scored[-1] if scored else None  # the reward curve of an RL run that logs one
+    logs = curve and _latest_version(Path(((stages[curve].get("trainer") or {}).get("logger") or {})
+                                          .get("init_args", {}).get("save_dir", "lightning_logs")) / curve)
     eval_main([*(a for n in names for a in ("--policy", f"{n}={exports[n]}")), "--reference", exports[names[0]],
                *reward, "--data", data, "--num-prompts", str(num_prompts or evaluate.get("num_prompts", 512)),
                "--max-new-tokens", str(rl.get("response_max_tokens", 24)),

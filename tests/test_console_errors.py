@@ -52,6 +52,10 @@ def test_bad_inputs_end_with_one_error_line(fresh_checkout, tmp_path, tokenizer_
     cases = [  # (command, words the error line must contain)
         (["lightning-rlhf", "fit", "--config", "configs/offline/ppo.yaml"],
          ["'artifacts/offline/sft' does not exist", "lightning-rlhf fit --config configs/offline/sft.yaml"]),
+        (["lightning-rlhf", "fit", "--config", "configs/offline/dpo.yaml", "--data.tokenizer", tokenizer_dir,
+          "--model.init_args.policy_name_or_path", "null", "--model.init_args.tokenizer_name_or_path", tokenizer_dir,
+          "--model.init_args.policy_config", '{"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16}'],
+         ["preference data 'artifacts/offline/preferences' does not exist", "lightning-rlhf-preferences"]),
         (["lightning-rlhf", "fit", "--config", "configs/offline/reward.yaml"],
          ["'artifacts/offline/tokenizer' does not exist", "configs/offline/sft.yaml"]),
         (["lightning-rlhf", "fit", "--config", "configs/offline/sft.yaml", "--model.init_args.learning_rat", "1"],

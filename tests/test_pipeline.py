@@ -73,5 +73,22 @@ def test_pipeline_runs_a_preset_folder(tmp_path, tokenizer_dir, imdb_dir, capsys
     assert list(evaluated) == ["sft", "ppo", "rloo"]
     assert (art / "rloo" / "model.safetensors").exists()
 
+    # --algo dpo: preference pairs from the SFT export scored by the reward export, then DPO
+    _write(preset / "dpo.yaml", {
+        "trainer": trainer("dpo"),
+        "model": {"class_path": "lightning_rlhf.modules.DPOModule", "init_args": {
+            "policy_name_or_path": str(art / "sft"), "export_dir": str(art / "dpo")}},
+        "data": {**data, "data_path": str(art / "pairs"), "tokenizer": str(art / "sft"), "shape": "preferences",
+                 "batch_size": 4, "val_size": 4, "max_length": 32}})
+    plan = yaml.safe_load((preset / "pipeline.yaml").read_text())
+    plan["preferences"] = {"policy": str(art / "sft"), "reward_model": str(art / "reward"), "num_prompts": 8,
+                           "max_new_tokens": 4}
+    _write(preset / "pipeline.yaml", plan)
+    pipeline_main(["--configs", str(preset), "--data", imdb_dir, "--algo", "ppo,dpo", "--skip-existing"])
+    out = capsys.readouterr().out
+    assert "== dpo_pairs: done in" in out and "== dpo: done in" in out
+    assert list(json.loads((art / "eval" / "metrics.json").read_text())["policies"]) == ["sft", "ppo", "dpo"]
+    assert (art / "pairs" / "train-00000.jsonl").exists() and (art / "dpo" / "model.safetensors").exists()
+
     pipeline_main(["--configs", str(preset), "--data", imdb_dir, "--skip-existing"])
     assert "== ppo: " + str(art / "ppo") + " exists, skipped" in capsys.readouterr().out

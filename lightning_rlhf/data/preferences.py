@@ -7,13 +7,15 @@ prompt), the format of public preference sets; ``lightning-rlhf-preferences`` al
 
 from __future__ import annotations
 
+import os
 from itertools import combinations
 from pathlib import Path
 from typing import Literal
 
 import datasets
 
-from lightning_rlhf.errors import ConfigError, MissingInputError
+from lightning_rlhf.errors import ConfigError, MissingInputError, UnreachableError
+from lightning_rlhf.hub import hub_reachable, looks_like_local_path
 
 PairMode = Literal["all", "best_worst"]
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -55,9 +57,15 @@ def load_preferences(source: str, columns: dict[str, str] | None = None) -> data
         raw = datasets.load_dataset(kind, data_files=by_split)
     elif path.is_file():
         raw = datasets.load_dataset("json" if path.suffix == ".jsonl" else "parquet", data_files={"train": str(path)})
-    elif path.exists() or source.startswith((".", "/", "~")):
+    elif path.exists():
         raise MissingInputError(f"preference data '{source}' is neither a folder nor a .jsonl/.parquet file")
     else:
+        hint = "make it with lightning-rlhf-preferences (the command is in configs/offline/dpo.yaml)"
+        if looks_like_local_path(source):
+            raise MissingInputError(f"preference data '{source}' does not exist; {hint}")
+        if not hub_reachable():
+            raise UnreachableError(f"preference data '{source}' is neither a local path (no such folder under "
+                                   f"{os.getcwd()}) nor reachable: the Hugging Face hub does not answer; {hint}")
         raw = datasets.load_dataset(source)
     raw = raw.rename_columns({k: v for k, v in rename.items() if k in raw["train"].column_names})
     missing = [c for c in COLUMNS if c not in raw["train"].column_names]
