@@ -111,6 +111,19 @@ def test_dpo_learns_a_separable_preference_set_and_exports(tiny_gpt2, tokenizer_
     assert out[0]["generated_text"].startswith("the movie")
 
 
+def test_precomputed_reference_log_probs_give_the_same_training(tiny_gpt2, tokenizer_dir, tmp_path):
+    losses = {}
+    for precompute in (False, True):
+        module = _dpo(tiny_gpt2, tokenizer_dir, precompute_ref_logprobs=precompute)
+        rec = RecordMetric("train/loss")
+        L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[rec],
+                  enable_progress_bar=False, enable_model_summary=False, val_check_interval=5,
+                  limit_val_batches=1).fit(module, _dpo_dm(_pairs(tmp_path), tokenizer_dir))
+        losses[precompute] = rec.values
+        assert (module.ref_model is None) == precompute, "the reference is freed once its log-probs are cached"
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
 @pytest.mark.parametrize("finished", [False, True], ids=["mid_run", "end_of_fit"])
 def test_dpo_resume_is_exact(tiny_gpt2, tokenizer_dir, tmp_path, finished):
     data = _pairs(tmp_path, n=40)  # 32 train pairs: 8 batches per epoch

@@ -59,8 +59,8 @@ class ClassificationCollator:
 class PreferenceCollator:
     """A prompt left-padded as for rollouts, its chosen and rejected responses right-padded to
     one width: ``queries``/``query_mask`` (b, q), ``chosen``/``chosen_mask`` and
-    ``rejected``/``rejected_mask`` (b, r). Masks are 1 on real tokens only, so prompt and padding
-    positions carry no loss."""
+    ``rejected``/``rejected_mask`` (b, r), and each pair's row ``index`` (b,) in its split. Masks
+    are 1 on real tokens only, so prompt and padding positions carry no loss."""
 
     pad_token_id: int
 
@@ -70,4 +70,5 @@ class PreferenceCollator:
         responses, mask = pad_rows(both, self.pad_token_id, left=False)
         b = len(rows)
         return {"queries": queries, "query_mask": query_mask, "chosen": responses[:b], "chosen_mask": mask[:b],
-                "rejected": responses[b:], "rejected_mask": mask[b:]}
+                "rejected": responses[b:], "rejected_mask": mask[b:],
+                "index": torch.tensor([r["index"] for r in rows], dtype=torch.long)}

@@ -162,13 +162,13 @@ class IMDBDataModule(L.LightningDataModule):
         prompt/response boundary is exact; a pair longer than ``max_length`` is an error."""
         hp, tok = self.hparams, self.tokenizer
 
-        def encode(batch: dict) -> dict:
-            out = {"prompt_ids": tok(batch["prompt"])["input_ids"]}
+        def encode(batch: dict, idx: list[int]) -> dict:
+            out = {"prompt_ids": tok(batch["prompt"])["input_ids"], "index": idx}
             for key in ("chosen", "rejected"):
                 out[f"{key}_ids"] = tok(batch[key], add_special_tokens=False)["input_ids"]
             return out
 
-        ds = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing pairs")
+        ds = ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, desc="tokenizing pairs")
         longest = max(len(p) + max(len(c), len(r))
                       for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True))
         if longest > hp.max_length:
@@ -204,7 +204,8 @@ class IMDBDataModule(L.LightningDataModule):
 
     def _columns(self) -> list[str]:
         return {"classification": ["input_ids", "label"],
-                "preferences": ["prompt_ids", "chosen_ids", "rejected_ids"]}.get(self.hparams.shape, ["input_ids"])
+                "preferences": ["prompt_ids", "chosen_ids", "rejected_ids", "index"]}.get(self.hparams.shape,
+                                                                                           ["input_ids"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

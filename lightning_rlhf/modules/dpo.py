@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from lightning_rlhf.errors import ConfigError
@@ -40,6 +41,9 @@ class DPOModule(L.LightningModule):
         beta: Strength of the implicit KL constraint (TRL's default 0.1).
         loss_type: ``sigmoid`` (DPO), ``ipo`` or ``hinge``.
         label_smoothing: Assumed share of flipped labels (conservative DPO; sigmoid only).
+        precompute_ref_logprobs: Score every pair under the reference once at the start of fit
+            (train and validation splits), then free the reference: one forward fewer per step
+            and one model fewer in memory. Recomputed on resume (the reference is not checkpointed).
         learning_rate: Peak AdamW learning rate.
         weight_decay: AdamW weight decay on weight matrices.
         warmup_steps: Linear warmup steps.
@@ -62,6 +66,7 @@ class DPOModule(L.LightningModule):
         beta: float = 0.1,
         loss_type: DPOLossType = "sigmoid",
         label_smoothing: float = 0.0,
+        precompute_ref_logprobs: bool = False,
         learning_rate: float = 5e-6,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -91,6 +96,7 @@ class DPOModule(L.LightningModule):
             self.ref_model = load_causal_lm(ref_name_or_path or policy_name_or_path, policy_config, init_seed)
             self.ref_model.requires_grad_(False).eval()
         disable_dropout(self.policy)  # log-ratios of the same text must not depend on dropout draws
+        self.ref_cache: dict[str, torch.Tensor] = {}  # split -> (n, 2) chosen/rejected reference log-probs
         self.val_metrics = {k: MeanMetric() for k in ("loss", "accuracies", "margins")}
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -111,20 +117,48 @@ class DPOModule(L.LightningModule):
     def configure_optimizers(self) -> dict:
         return configure_adamw(self, self.policy)
 
-    def _logprobs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed response log-probs (2b,) under the policy (with grad) and the reference;
-        chosen rows first, then rejected."""
+    @torch.no_grad()
+    def on_fit_start(self) -> None:
+        if not self.hparams.precompute_ref_logprobs:
+            return
+        dm = self.trainer.datamodule
+        for split in ("train", "validation"):
+            if split not in dm.splits:
+                continue
+            sums = torch.zeros(len(dm.splits[split]), 2, device=self.device)
+            loader = DataLoader(dm.splits[split].with_format(columns=dm._columns()), batch_size=dm.hparams.batch_size,
+                                collate_fn=dm._collate())
+            for batch in loader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                _, ref = self._logprobs(batch, policy_grad=False)
+                sums[batch["index"]] = ref.view(2, -1).T
+            self.ref_cache[split] = sums
+        if self.ref_model is not None:
+            self.ref_model = None  # every reference log-prob is cached: free the model
+
+    def _logprobs(self, batch: dict[str, torch.Tensor], policy_grad: bool = True
+                  ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Summed response log-probs (2b,) under the policy (with grad; None without
+        ``policy_grad``) and the reference (from the cache when precomputed); chosen rows first,
+        then rejected."""
         queries = batch["queries"].repeat(2, 1)
         query_mask = batch["query_mask"].repeat(2, 1)
         responses = torch.cat([batch["chosen"], batch["rejected"]])
         response_mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
         ids, mask = torch.cat([queries, responses], -1), torch.cat([query_mask, response_mask], -1)
-        policy, _ = response_logprobs(self.policy, ids, mask, responses, 1.0)
+        m = response_mask.float()
+        policy = sequence_logprobs(response_logprobs(self.policy, ids, mask, responses, 1.0)[0], m) \
+            if policy_grad else None
+        cache = self.ref_cache.get("train" if self.training else "validation")
+        if cache is not None and policy_grad:
+            return policy, cache[batch["index"]].T.reshape(-1)
+        if self.ref_model is None and not is_lora(self.policy):
+            raise RuntimeError(f"no reference log-probs cached for this {'train' if self.training else 'validation'} "
+                               f"batch and the reference model was freed")
         with torch.no_grad():
             ref_model = self.ref_model if self.ref_model is not None else self.policy
             ref, _ = response_logprobs(ref_model, ids, mask, responses, 1.0, disable_adapter=self.ref_model is None)
-        m = response_mask.to(policy.dtype)
-        return sequence_logprobs(policy, m), sequence_logprobs(ref, m)
+        return policy, sequence_logprobs(ref, m)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.hparams
