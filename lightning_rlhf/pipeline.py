@@ -125,7 +125,11 @@ def _main(argv: list[str]) -> None:
     data = args.data or (LOCAL_DATA if Path(LOCAL_DATA).exists() else HUB_DATA)
     where = "local copy" if Path(data).exists() else "Hugging Face hub"
     print(f"preset: {folder}; stages: {' -> '.join([*stages, 'eval'])}; data: {data} ({where})", flush=True)
-    check_hub(hub_ids(stages) + ([] if Path(data).exists() else [data]), folder.name)
+    pairs_reward = (plan.get("preferences") or {}).get("reward_model")
+    needs_pairs = any(_module(c) == "DPOModule" for c in stages.values())
+    extra = [pairs_reward] if needs_pairs and pairs_reward and not Path(pairs_reward).exists() \
+        and not looks_like_local_path(pairs_reward) else []
+    check_hub(hub_ids(stages) + extra + ([] if Path(data).exists() else [data]), folder.name)
 
     exports = {name: _init_args(c).get("export_dir") for name, c in stages.items()}
     out = Path(next(e for e in exports.values() if e)).parent

@@ -62,3 +62,26 @@ def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, token
         updates[devices] = torch.load(out)
     assert updates[1].norm() > 0
     assert ((updates[1] - updates[2]).norm() / updates[1].norm()).item() <= 1e-5
+
+
+def test_dpo_two_processes_step_with_the_one_process_gradient(tmp_path, tokenizer_dir):
+    """4 pairs on each of 2 ranks average to the gradient of the 8 pairs on one process; the
+    ranks end with the same weights and only rank 0 exports."""
+    from conftest import write_jsonl
+
+    rows = [{"prompt": f"the movie {i}", "chosen": " was great" + " and good" * (i % 3),
+             "rejected": " was awful" + " and dull" * (i % 4)} for i in range(24)]
+    pairs = str(write_jsonl(tmp_path / "pairs" / "train.jsonl", rows).parent)
+    script = Path(__file__).with_name("ddp_dpo_run.py")
+    grads = {}
+    for devices in (1, 2):
+        out = tmp_path / f"dpo{devices}.pt"
+        done = subprocess.run([sys.executable, str(script), str(out), tokenizer_dir, pairs, str(devices)],
+                              capture_output=True, text=True, timeout=300, cwd=script.parent)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        grads[devices] = torch.load(out)
+    assert grads[1].norm() > 0
+    assert ((grads[1] - grads[2]).norm() / grads[1].norm()).item() <= 1e-5
+    r0, r1 = (json.loads((tmp_path / f"dpo2.pt.rank{k}.json").read_text()) for k in (0, 1))
+    assert r0["checksum"] == r1["checksum"]
+    assert (tmp_path / "dpo2.pt.export" / "model.safetensors").exists()
