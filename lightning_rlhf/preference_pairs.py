@@ -102,8 +102,6 @@ def _main(argv: list[str]) -> None:
         p.error("--samples-per-prompt must be at least 2, --num-prompts and --shard-size at least 1")
 
     start, out = time.perf_counter(), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _settings(out, {k: getattr(args, k) for k in SETTINGS})
     dm = IMDBDataModule(data_path=args.data, tokenizer=args.policy, shape="prompts", seed=args.seed,
                         val_size=10, max_eval_samples=10, min_review_chars=args.min_review_chars,
                         prompt_min_tokens=args.prompt_min_tokens, prompt_max_tokens=args.prompt_max_tokens)
@@ -117,6 +115,8 @@ def _main(argv: list[str]) -> None:
     reward_module, reward = build_reward(args.reward_model, args.reward_fn, args.positive_label)
     if reward_module is not None:
         reward_module.to(device)
+    out.mkdir(parents=True, exist_ok=True)  # only once every input has loaded
+    _settings(out, {k: getattr(args, k) for k in SETTINGS})
     shards = range(0, args.num_prompts, args.shard_size)
     total = 0
     for n, first in enumerate(shards):

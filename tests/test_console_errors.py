@@ -77,6 +77,8 @@ def test_bad_inputs_end_with_one_error_line(fresh_checkout, tmp_path, tokenizer_
         (["lightning-rlhf-pipeline", "--preset", "nope"], ["no preset at 'configs/nope'", "offline"]),
         (["lightning-rlhf-pipeline", "--algo", "ppo,nope"],
          ["--algo nope: 'configs/offline/nope.yaml' is not an RL config", "grpo, ppo, rloo"]),
+        (["lightning-rlhf-preferences", "--policy", "artifacts/offline/sft", "--reward-model", clf, "--data", imdb_dir,
+          "--out", str(tmp_path / "pairs")], ["'artifacts/offline/sft' does not exist"]),
         (["lightning-rlhf-tokenizer", "--data", "./missing", "--out", str(tmp_path / "tok")],
          ["data path './missing' does not exist"]),
     ]
@@ -98,6 +100,7 @@ def test_bad_inputs_end_with_one_error_line(fresh_checkout, tmp_path, tokenizer_
         assert all(w in last for w in words), shown
         assert "Traceback" not in done.stderr and "Namespace(" not in done.stderr, shown
     assert not (fresh_checkout / "artifacts" / "offline" / "sft").exists()
+    assert not (tmp_path / "pairs").exists(), "a failed preference run leaves no folder behind"
 
 
 def test_debug_shows_the_traceback(fresh_checkout):

@@ -207,6 +207,10 @@ class IMDBDataModule(L.LightningDataModule):
                 "preferences": ["prompt_ids", "chosen_ids", "rejected_ids", "index"]}.get(self.hparams.shape,
                                                                                            ["input_ids"])
 
+    def ordered_loader(self, split: str) -> DataLoader:
+        """The split in its stored order, unsharded and unshuffled (to score every row once)."""
+        return self._loader(split, train=False)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from lightning_rlhf.errors import ConfigError
@@ -126,12 +125,11 @@ class DPOModule(L.LightningModule):
             if split not in dm.splits:
                 continue
             sums = torch.zeros(len(dm.splits[split]), 2, device=self.device)
-            loader = DataLoader(dm.splits[split].with_format(columns=dm._columns()), batch_size=dm.hparams.batch_size,
-                                collate_fn=dm._collate())
-            for batch in loader:
+            for batch in dm.ordered_loader(split):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                _, ref = self._logprobs(batch, policy_grad=False)
-                sums[batch["index"]] = ref.view(2, -1).T
+                with self.trainer.precision_plugin.forward_context():  # as in the training step
+                    _, ref = self._logprobs(batch, policy_grad=False)
+                sums[batch["index"]] = ref.float().view(2, -1).T
             self.ref_cache[split] = sums
         if self.ref_model is not None:
             self.ref_model = None  # every reference log-prob is cached: free the model
