@@ -18,8 +18,8 @@ from torchmetrics import MeanMetric
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end, model_context
 from lightning_rlhf.generation import generate_texts
-from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
-from lightning_rlhf.models.lora import apply_lora, is_lora
+from lightning_rlhf.models.loading import disable_dropout, load_tokenizer
+from lightning_rlhf.models.lora import is_lora, policy_and_reference
 from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
@@ -87,13 +87,8 @@ class DPOModule(L.LightningModule):
         self.save_hyperparameters()
         self.strict_loading = False  # the frozen reference is not in checkpoints
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or policy_name_or_path)
-        self.policy = load_causal_lm(policy_name_or_path, policy_config, init_seed)
-        self.ref_model = None
-        if lora_r > 0:
-            self.policy = apply_lora(self.policy, lora_r, lora_alpha, lora_target_modules)
-        else:
-            self.ref_model = load_causal_lm(ref_name_or_path or policy_name_or_path, policy_config, init_seed)
-            self.ref_model.requires_grad_(False).eval()
+        self.policy, self.ref_model = policy_and_reference(policy_name_or_path, policy_config, ref_name_or_path,
+                                                           init_seed, lora_r, lora_alpha, lora_target_modules)
         disable_dropout(self.policy)  # log-ratios of the same text must not depend on dropout draws
         self.ref_cache: dict[str, torch.Tensor] = {}  # split -> (n, 2) chosen/rejected reference log-probs
         self.val_metrics = {k: MeanMetric() for k in ("loss", "accuracies", "margins")}

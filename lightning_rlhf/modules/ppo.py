@@ -25,7 +25,7 @@ from lightning_rlhf.export import export_at_fit_end, model_context
 from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
-from lightning_rlhf.models.lora import apply_lora, is_lora
+from lightning_rlhf.models.lora import is_lora, policy_and_reference
 from lightning_rlhf.models.value_head import PolicyWithValueHead
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.modules.ppo_rollout import clock, collect_rollout
@@ -221,16 +221,8 @@ class PPOModule(L.LightningModule):
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are not in checkpoints
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or policy_name_or_path)
-        lm = load_causal_lm(policy_name_or_path, policy_config, init_seed)
-        if gradient_checkpointing:
-            lm.gradient_checkpointing_enable()
-        self.ref_model = None
-        if lora_r > 0:
-            lm = apply_lora(lm, lora_r, lora_alpha, lora_target_modules)
-        else:
-            self.ref_model = load_causal_lm(ref_name_or_path or policy_name_or_path, policy_config, init_seed)
-            self.ref_model.requires_grad_(False).eval()
-            disable_dropout(self.ref_model)
+        lm, self.ref_model = policy_and_reference(policy_name_or_path, policy_config, ref_name_or_path, init_seed,
+                                                  lora_r, lora_alpha, lora_target_modules, gradient_checkpointing)
         critic = load_causal_lm(policy_name_or_path, policy_config, init_seed) if separate_critic else None
         self.policy = PolicyWithValueHead(lm, critic, value_head=advantage_estimator == "gae")
         disable_dropout(self.policy)
