@@ -107,6 +107,8 @@ def test_dpo_learns_a_separable_preference_set_and_exports(tiny_gpt2, tokenizer_
     assert {"train/rewards/chosen", "train/rewards/rejected", "train/logps/chosen", "train/logps/rejected"} \
         <= set(metrics)
     assert not any(k.startswith("ref_model.") for k in module.state_dict())
+    rows = module.sample_rows(["the movie", "this film"], 3, 0.7, seed=0)  # the sample table's rows
+    assert [r["prompt"] for r in rows] == ["the movie", "this film"] and all("continuation" in r for r in rows)
     out = pipeline("text-generation", model=str(tmp_path / "export"))("the movie", max_new_tokens=3)
     assert out[0]["generated_text"].startswith("the movie")
 
