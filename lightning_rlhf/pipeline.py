@@ -109,7 +109,7 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--data", help=f"IMDB source; default {LOCAL_DATA} when it exists, else {HUB_DATA}")
     p.add_argument("--num-prompts", type=int, help="held-out prompts for the evaluation (default: the preset's)")
     p.add_argument("--skip-existing", action="store_true", help="skip stages whose export already exists")
-    p.add_argument("--algo", help="RL stage(s) to run instead of the preset's: ppo, rloo, grpo, or a comma list")
+    p.add_argument("--algo", help="RL stage(s) to run instead of the preset's: ppo, rloo, grpo, dpo, or a comma list")
     args = p.parse_args(argv)
 
     folder = Path(args.configs) if args.configs else PRESETS_ROOT / args.preset
