@@ -85,11 +85,12 @@ def choose_algorithms(folder: Path, stages: dict[str, dict], evaluate: dict, alg
     if not algo:
         return stages, evaluate
     names = [a.strip() for a in algo.split(",") if a.strip()]
-    available = sorted(p.stem for p in folder.glob("*.yaml") if _is_rl_stage(yaml.safe_load(p.read_text()) or {}))
     chosen = {}
     for name in names:
         config = _load_yaml(folder / f"{name}.yaml") if (folder / f"{name}.yaml").exists() else None
         if config is None or not _is_rl_stage(config):
+            available = sorted(p.stem for p in folder.glob("*.yaml")
+                               if _is_rl_stage(yaml.safe_load(p.read_text()) or {}))
             raise MissingInputError(f"--algo {name}: '{folder / name}.yaml' is not an RL config of this preset; "
                                     f"choose from {', '.join(available) or 'none'}")
         chosen[name] = config

@@ -21,7 +21,7 @@ from lightning_rlhf.data.collate import pad_rows
 from lightning_rlhf.data.preferences import make_pairs
 from lightning_rlhf.errors import ArgumentParser, ConfigError, run_console
 from lightning_rlhf.generation import decode_responses
-from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
+from lightning_rlhf.models.loading import load_causal_lm
 from lightning_rlhf.rewards import build_reward
 from lightning_rlhf.rl.masking import response_mask_after_stop
 from lightning_rlhf.rl.sampling import sample_responses
@@ -110,7 +110,7 @@ def _main(argv: list[str]) -> None:
     if len(prompt_ids) < args.num_prompts:
         raise ConfigError(f"only {len(prompt_ids)} training prompts are available, {args.num_prompts} were asked for")
     device = torch.device(args.device)
-    tokenizer = load_tokenizer(args.policy)
+    tokenizer = dm.tokenizer  # the policy's, loaded once
     model = load_causal_lm(args.policy).to(device).eval()
     reward_module, reward = build_reward(args.reward_model, args.reward_fn, args.positive_label)
     if reward_module is not None:

@@ -34,7 +34,14 @@ from lightning_rlhf.optim import Schedule, adamw_with_schedule
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
 from lightning_rlhf.rl.advantages import explained_variance, masked_mean
 from lightning_rlhf.rl.aggregation import AGGREGATIONS, Aggregation
-from lightning_rlhf.rl.estimators import Estimator, check_estimator, group_statistics, sequence_advantages
+from lightning_rlhf.rl.estimators import (
+    SEQUENCE_LEVEL,
+    Estimator,
+    check_estimator,
+    group_mean_baseline,
+    group_statistics,
+    sequence_advantages,
+)
 from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
 from lightning_rlhf.rl.masking import ends_with_eos
 
@@ -370,8 +377,8 @@ class PPOModule(L.LightningModule):
         if k == 1:
             return rows
         estimator = self.hparams.advantage_estimator
-        advantages = (sequence_advantages(estimator, scores, k) if estimator in ("rloo", "grpo", "dr_grpo")
-                      else scores - scores.view(-1, k).mean(-1).repeat_interleave(k))
+        advantages = (sequence_advantages(estimator, scores, k) if estimator in SEQUENCE_LEVEL
+                      else scores - group_mean_baseline(scores, k))
         for i, (row, adv) in enumerate(zip(rows, advantages.tolist(), strict=True)):
             row["prompt"] = row["prompt"] if i % k == 0 else ""
             row["advantage"] = adv
