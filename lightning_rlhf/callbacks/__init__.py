@@ -1,5 +1,6 @@
 from lightning_rlhf.callbacks.interrupt import InterruptCheckpoint
 from lightning_rlhf.callbacks.progress import RunProgress
 from lightning_rlhf.callbacks.samples import SampleTableLogger
+from lightning_rlhf.callbacks.snapshots import PolicySnapshots
 
-__all__ = ["InterruptCheckpoint", "RunProgress", "SampleTableLogger"]
+__all__ = ["InterruptCheckpoint", "PolicySnapshots", "RunProgress", "SampleTableLogger"]

@@ -46,6 +46,10 @@ class IMDBDataModule(L.LightningDataModule):
             longest prompt + response allowed (longer pairs are an error, not silently cut).
         preference_columns: For ``preferences``, our column names mapped to the source's, e.g.
             ``{"prompt": "question"}``.
+        train_split: ``train``, or ``test`` for a gold judge that must never see the reward
+            model's training reviews: the (shuffled) test split beyond its first
+            ``max_eval_samples`` reviews trains, those first reviews stay the test set, and
+            validation is ``val_size`` reviews of the train split.
         pad_with_eos: Pad with EOS when the tokenizer has no pad token (GPT-2).
         seed: Seed for shuffling, the validation split and prompt lengths.
         num_workers: DataLoader workers.
@@ -67,6 +71,7 @@ class IMDBDataModule(L.LightningDataModule):
         max_length: int = 512,
         pad_with_eos: bool = True,
         preference_columns: dict[str, str] | None = None,
+        train_split: Literal["train", "test"] = "train",
         seed: int = 42,
         num_workers: int = 0,
     ) -> None:
@@ -92,6 +97,8 @@ class IMDBDataModule(L.LightningDataModule):
         parts = self._split_train(raw)
         if "test" in raw:
             parts["test"] = raw["test"].shuffle(seed=hp.seed)
+        if hp.train_split == "test":
+            parts |= self._train_on_test(parts.get("test"))
         for name, ds in parts.items():
             limit = hp.max_train_samples if name == "train" else hp.max_eval_samples
             if limit is not None:
@@ -118,6 +125,16 @@ class IMDBDataModule(L.LightningDataModule):
                 f"{len(train)}; choose a size between 1 and {len(train) - 1}"
             )
         return {"validation": train.select(range(n_val)), "train": train.select(range(n_val, len(train)))}
+
+    def _train_on_test(self, test: datasets.Dataset | None) -> dict[str, datasets.Dataset]:
+        hp = self.hparams
+        if test is None or hp.max_eval_samples is None or not 0 < hp.max_eval_samples < len(test):
+            raise ConfigError(
+                f"train_split: test needs a test split and max_eval_samples between 1 and its size - 1 "
+                f"(the first max_eval_samples test reviews stay the test set); '{hp.data_path}' has "
+                f"{0 if test is None else len(test)} test reviews, max_eval_samples={hp.max_eval_samples}")
+        return {"train": test.select(range(hp.max_eval_samples, len(test))),
+                "test": test.select(range(hp.max_eval_samples))}
 
     def _shape(self, ds: datasets.Dataset) -> datasets.Dataset:
         hp, tok = self.hparams, self.tokenizer

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from lightning_rlhf.errors import ArgumentParser, run_console
-from lightning_rlhf.evaluation.evaluate import evaluate_policies, held_out_prompts
+from lightning_rlhf.evaluation.evaluate import evaluate_policies, held_out_prompts, load_judge
 from lightning_rlhf.evaluation.report import write_report
 from lightning_rlhf.rewards import build_reward
 
@@ -34,6 +34,8 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--reward-model", help="sequence classifier scoring prompt + response")
     p.add_argument("--reward-fn", help="or a reward function by import path pkg.module:function")
     p.add_argument("--positive-label", default="POSITIVE")
+    p.add_argument("--judge", help="a second classifier the policies never trained against (gold judge); "
+                                   "adds its positive probability and rate")
     p.add_argument("--data", default="stanfordnlp/imdb", help="IMDB source; prompts come from its test split")
     p.add_argument("--num-prompts", type=int, default=512)
     p.add_argument("--prompt-min-tokens", type=int, default=2)
@@ -59,7 +61,7 @@ def _main(argv: list[str]) -> None:
         reward = reward.fn  # the classifier itself: it also gives the positive rate
     results = evaluate_policies(policies, args.reference, reward, prompts, args.max_new_tokens,
                                 args.temperature, args.batch_size, args.seed, args.stop_at_eos,
-                                args.device)
+                                args.device, load_judge(args.judge, args.positive_label))
     resolved = {name: str(Path(p).resolve()) if Path(p).exists() else p for name, p in policies.items()}
     config = {k: v for k, v in vars(args).items() if k not in ("policy",)} | {"policies": resolved}
     report = write_report(results, prompts, args.out, config, args.run_logdir)

@@ -45,11 +45,22 @@ def held_out_prompts(data_path: str, tokenizer: str, n: int, seed: int, prompt_m
     return [dm.tokenizer.decode(ids, skip_special_tokens=True) for ids in rows]
 
 
+def load_judge(path: str | None, positive_label: str = "POSITIVE") -> SentimentClassifierReward | None:
+    """The gold judge (a sentiment classifier export), or None without a path."""
+    return None if path is None else SentimentClassifierReward(path, positive_label, output="probability")
+
+
 @torch.no_grad()
 def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts: list[str],
                     max_new_tokens: int, temperature: float, batch_size: int, seed: int,
-                    stop_at_eos: bool, device: torch.device) -> PolicyResult:
-    """Sample one response per prompt and measure it against the reference and the reward."""
+                    stop_at_eos: bool, device: torch.device,
+                    judge: SentimentClassifierReward | None = None) -> PolicyResult:
+    """Sample one response per prompt and measure it against the reference, the reward and,
+    if given, a gold ``judge`` the policy never trained against.
+
+    ``kl_to_reference`` is the mean over prompts of the sequence-level KL(pi || pi_ref) estimated
+    from the samples: sum over response tokens of log pi - log pi_ref, both at ``temperature``
+    (the distributions the policy is sampled from)."""
     tok = load_tokenizer(path)
     model = load_causal_lm(path).to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -71,26 +82,41 @@ def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts:
         n_tokens += int(mask.sum())
         lengths.extend(mask.sum(-1).tolist())
         responses.extend(decode_responses(tok, out, mask))
-    scores = reward(prompts, responses).tolist()
-    positive = None
-    if isinstance(reward, SentimentClassifierReward):
-        positive = float((reward.positive_probability(prompts, responses) > 0.5).float().mean())
-    mean, lo, hi = mean_ci95(scores)
-    figures = {
-        "n": len(prompts), "reward_mean": mean, "reward_ci95": [lo, hi], "positive_rate": positive,
+    figures, scores = text_figures(prompts, responses, reward, judge)
+    figures |= {
         "kl_to_reference": sum(kl) / len(kl),
         "perplexity_under_reference": float(torch.exp(torch.tensor(nll / max(1, n_tokens)))),
-        "distinct_1": distinct_n(responses, 1), "distinct_2": distinct_n(responses, 2),
         "mean_length_tokens": sum(lengths) / len(lengths),
     }
     return PolicyResult(name, figures, responses, scores)
 
 
+def text_figures(prompts: list[str], responses: list[str], reward,
+                 judge: SentimentClassifierReward | None = None) -> tuple[dict, list[float]]:
+    """Reward mean with its 95% interval, positive rate, diversity and the gold judge's verdict
+    of one response per prompt; also returns the per-response rewards."""
+    scores = reward(prompts, responses).tolist()
+    positive = None
+    if isinstance(reward, SentimentClassifierReward):
+        positive = float((reward.positive_probability(prompts, responses) > 0.5).float().mean())
+    mean, lo, hi = mean_ci95(scores)
+    figures = {"n": len(prompts), "reward_mean": mean, "reward_ci95": [lo, hi], "positive_rate": positive,
+               "distinct_1": distinct_n(responses, 1), "distinct_2": distinct_n(responses, 2)}
+    if judge is not None:
+        gold = judge.positive_probability(prompts, responses)
+        figures |= {"gold_positive_probability": float(gold.mean()),
+                    "gold_positive_rate": float((gold > 0.5).float().mean())}
+    return figures, scores
+
+
 def evaluate_policies(policies: dict[str, str], reference: str, reward, prompts: list[str],
                       max_new_tokens: int = 24, temperature: float = 0.7, batch_size: int = 64,
-                      seed: int = 0, stop_at_eos: bool = False, device: str = "cpu") -> list[PolicyResult]:
+                      seed: int = 0, stop_at_eos: bool = False, device: str = "cpu",
+                      judge: SentimentClassifierReward | None = None) -> list[PolicyResult]:
     """Evaluate every ``name -> export folder`` in ``policies`` against one reference."""
     dev = torch.device(device)
+    if judge is not None:
+        judge.to(dev)
     ref_tok = load_tokenizer(reference)
     ref = load_causal_lm(reference).to(dev).eval()
     if isinstance(reward, torch.nn.Module):
@@ -101,5 +127,5 @@ def evaluate_policies(policies: dict[str, str], reference: str, reward, prompts:
             raise ConfigError(f"policy '{name}' ({path}) and the reference ({reference}) use different "
                               f"tokenizers, so their log-probs (KL) cannot be compared")
         results.append(evaluate_policy(name, path, ref, reward, prompts, max_new_tokens, temperature,
-                                       batch_size, seed, stop_at_eos, dev))
+                                       batch_size, seed, stop_at_eos, dev, judge))
     return results

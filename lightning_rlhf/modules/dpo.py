@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from torchmetrics import MeanMetric
+from transformers import PreTrainedModel
 
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end, model_context
@@ -197,8 +198,10 @@ class DPOModule(L.LightningModule):
         texts = generate_texts(self.policy, self.tokenizer, prompts, max_new_tokens, temperature, seed)
         return [{"prompt": p, "continuation": t} for p, t in zip(prompts, texts, strict=True)]
 
+    def exportable_policy(self) -> PreTrainedModel:
+        """The policy as a plain causal LM (LoRA merged into a copy)."""
+        return copy.deepcopy(self.policy).merge_and_unload() if is_lora(self.policy) else self.policy
+
     def on_fit_end(self) -> None:
-        model = self.policy
-        if is_lora(model) and self.trainer.is_global_zero:
-            model = copy.deepcopy(model).merge_and_unload()
+        model = self.exportable_policy() if self.trainer.is_global_zero else self.policy
         export_at_fit_end(self.trainer, self.hparams.export_dir, model, self.tokenizer, "the policy and tokenizer")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from transformers import PreTrainedModel
 
 from lightning_rlhf.distributed import all_ranks_true, global_mean
 from lightning_rlhf.errors import ConfigError
@@ -384,9 +385,12 @@ class PPOModule(L.LightningModule):
             row["advantage"] = adv
         return rows
 
-    def on_fit_end(self) -> None:
+    def exportable_policy(self) -> PreTrainedModel:
+        """The policy as a plain causal LM (no value head; LoRA merged into a copy)."""
         lm = self.policy.lm
-        if is_lora(lm) and self.trainer.is_global_zero:  # merge a copy: the module keeps its adapters
-            lm = copy.deepcopy(lm).merge_and_unload()
+        return copy.deepcopy(lm).merge_and_unload() if is_lora(lm) else lm
+
+    def on_fit_end(self) -> None:
+        lm = self.exportable_policy() if self.trainer.is_global_zero else self.policy.lm
         export_at_fit_end(self.trainer, self.hparams.export_dir, lm, self.tokenizer,
                           "the policy (without value head) and tokenizer")

@@ -1,0 +1,108 @@
+"""The frontier sweep's settings (a YAML file) and the runs they expand to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_rlhf.errors import ConfigError, MissingInputError
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the sweep: a ``lightning-rlhf fit`` config, its overrides and a seed."""
+
+    method: str
+    config: Path
+    args: dict[str, Any]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-seed{self.seed}"
+
+
+@dataclass
+class FrontierSettings:
+    """What ``lightning-rlhf-frontier`` sweeps and how every point is evaluated.
+
+    Attributes:
+        out: Folder for runs, points and the report.
+        reference: The SFT export: every run starts from it, KL is measured to it, Best-of-N samples it.
+        reward_model: The proxy reward the RL methods optimise (and that ranks Best-of-N candidates).
+        judge: The gold judge, a classifier no policy trained against; None leaves the gold columns out.
+        data: IMDB source of the held-out test prompts (and of the runs' training prompts).
+        methods: ``name -> {config: <fit config, relative to this file>, args: {dotted.key: value}}``;
+            one entry per method and setting (e.g. ``ppo-kl3: {config: ppo.yaml, args:
+            {model.init_args.kl_target: 3}}``).
+        seeds: Every method runs once per seed (``seed_everything`` and ``data.seed``).
+        snapshots: Policies evaluated along each run (evenly spaced; the last is the final one).
+        best_of_n: n values of Best-of-N from the reference, one candidate set per seed.
+        num_prompts: Held-out test prompts, the same for every point.
+        max_new_tokens, temperature, stop_at_eos: How every point samples its responses.
+        eval_seed: Sampling seed of every trained policy's evaluation.
+        batch_size: Prompts per generation batch (Best-of-N: candidates per batch).
+        positive_label: The classifiers' positive label.
+        device: Where runs train and points are evaluated (``cpu`` or ``gpu``).
+    """
+
+    out: str = "artifacts/offline/frontier"
+    reference: str = "artifacts/offline/sft"
+    reward_model: str = "artifacts/offline/reward"
+    judge: str | None = "artifacts/offline/judge"
+    data: str = "../shared/data/imdb"
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [1, 2])
+    snapshots: int = 5
+    best_of_n: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    num_prompts: int = 256
+    max_new_tokens: int = 24
+    temperature: float = 0.7
+    stop_at_eos: bool = False
+    eval_seed: int = 0
+    batch_size: int = 256
+    positive_label: str = "POSITIVE"
+    device: str = "cpu"
+    base_dir: Path = Path(".")
+
+    def runs(self) -> list[Run]:
+        """Methods x seeds, seed-major: a sweep cut short still has every method at the first seed."""
+        return [Run(name, self.base_dir / spec["config"], dict(spec.get("args") or {}), seed)
+                for seed in self.seeds for name, spec in self.methods.items()]
+
+    def quick(self) -> FrontierSettings:
+        """A smoke-test version: a few prompts, the first seed, two snapshots, best-of-4, and
+        runs cut to a few optimizer steps (``trainer.max_steps``)."""
+        methods = {name: {**spec, "args": {**(spec.get("args") or {}), "trainer.max_steps": 4}}
+                   for name, spec in self.methods.items()}
+        return replace(self, methods=methods, seeds=self.seeds[:1], snapshots=2, num_prompts=8,
+                       best_of_n=[n for n in self.best_of_n if n <= 4] or [1], max_new_tokens=8, batch_size=32)
+
+
+def load_settings(path: str | Path) -> FrontierSettings:
+    """Read a frontier YAML; unknown keys and methods without a config are errors."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"frontier settings '{path}' do not exist; start from configs/offline/frontier.yaml")
+    raw = yaml.safe_load(path.read_text()) or {}
+    known = {f.name for f in fields(FrontierSettings)} - {"base_dir"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"'{path}': unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    settings = FrontierSettings(**raw, base_dir=path.parent)
+    if not settings.methods and not settings.best_of_n:
+        raise ConfigError(f"'{path}' has neither methods nor best_of_n: nothing to draw")
+    for name, spec in settings.methods.items():
+        if not isinstance(spec, dict) or "config" not in spec:
+            raise ConfigError(f"'{path}': method '{name}' needs a config (a lightning-rlhf fit YAML)")
+        if not (settings.base_dir / spec["config"]).exists():
+            raise MissingInputError(f"'{path}': method '{name}' names '{settings.base_dir / spec['config']}', "
+                                    f"which does not exist (paths are relative to the frontier YAML)")
+    if not settings.seeds or settings.snapshots < 1 or settings.num_prompts < 1:
+        raise ConfigError(f"'{path}': seeds must be non-empty, snapshots and num_prompts at least 1")
+    if any(n < 1 for n in settings.best_of_n):
+        raise ConfigError(f"'{path}': best_of_n values must be at least 1, got {settings.best_of_n}")
+    return settings
