@@ -4,6 +4,7 @@ gold judge. Re-running it skips everything already computed; a killed sweep resu
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -66,11 +67,15 @@ def _main(argv: list[str]) -> None:
     results = sweep.finished_points() if args.report_only else sweep.all_points()
     wall = time.perf_counter() - start
     record = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()}
-    data = write_frontier(results, settings.out, record, None if args.report_only else wall)
+    previous = Path(settings.out) / "frontier.json"
+    if args.report_only:  # keep the wall time of the sweep that computed the points
+        wall = json.loads(previous.read_text()).get("wall_s") if previous.exists() else None
+    data = write_frontier(results, settings.out, record, wall)
     for b in data["best_within_2_nats"]:
         print(f"best within 2 nats: {b['method']} at point {b['point']}: reward {b['reward_mean']:.3f}, "
               f"KL {b['kl']:.2f}", flush=True)
-    print(f"wrote {Path(settings.out) / 'frontier.md'} (and .json, .csv, .png) in {wall / 60:.1f} min", flush=True)
+    print(f"wrote {Path(settings.out) / 'frontier.md'} (and .json, .csv, .png) in "
+          f"{(time.perf_counter() - start) / 60:.1f} min", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -85,7 +85,8 @@ def markdown(rows: list[dict], means: list[dict], settings: dict, wall_s: float 
               "reward": _fmt(m["reward_mean"]), "reward seed range": f"{m['reward_min']:.3f}-{m['reward_max']:.3f}",
               "gold P(pos)": _fmt(m["gold_positive_probability"]), "gold pos. rate": _fmt(m["gold_positive_rate"]),
               "distinct-2 / SFT": _fmt(ratio(m["distinct_2"]), 2)} for m in means]
-    per_seed = [{"method": r["method"], "point": r["point"], "seed": r["seed"], "KL": _fmt(r["kl"], 2),
+    per_seed = [{"method": r["method"], "point": r["point"], "seed": "" if r["seed"] is None else r["seed"],
+                 "KL": _fmt(r["kl"], 2),
                  "reward": _fmt(r["reward_mean"]), "gold pos. rate": _fmt(r["gold_positive_rate"]),
                  "distinct-2": _fmt(r["distinct_2"])} for r in rows]
     goal = [{"method": b["method"], "point": b["point"], "KL": _fmt(b["kl"], 2), "reward": _fmt(b["reward_mean"]),
