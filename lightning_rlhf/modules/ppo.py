@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedModel
 
 from lightning_rlhf.distributed import all_ranks_true, global_mean
@@ -107,6 +108,9 @@ class PPOModule(L.LightningModule):
         max_grad_norm: Clip the (unscaled) gradient norm; None to disable.
         ratio_threshold: Skip a mini-batch whose mean policy/old ratio exceeds this (TRL's
             ``ratio_threshold``).
+        logprob_tolerance: Warn (once) when the sampler's and the trainer's log-probs of the
+            sampled tokens differ by more than this on average (nats per token; logged every
+            iteration as ``rollout/logprob_diff_mean``/``_max``). fp32 agrees to about 1e-6.
         max_bad_steps: Stop with an error after this many consecutive non-finite steps.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -188,6 +192,7 @@ class PPOModule(L.LightningModule):
         entropy_coef: float = 0.0,
         max_grad_norm: float | None = 1.0,
         ratio_threshold: float = 10.0,
+        logprob_tolerance: float = 1e-2,
         max_bad_steps: int = 5,
         learning_rate: float = 1.41e-5,
         weight_decay: float = 0.0,
@@ -242,6 +247,7 @@ class PPOModule(L.LightningModule):
                        else FixedKLController(beta))
         self.guard = NonFiniteGuard(max_bad_steps)
         self.ratio_skips = 0
+        self.mismatch_warned = False
         self.generator: torch.Generator | None = None
         self._pending_generator_state: torch.Tensor | None = None
 
@@ -319,6 +325,7 @@ class PPOModule(L.LightningModule):
             self.guard.bad(self.global_step, "non-finite score, KL or value in the rollout")
             self.log("guard/skipped_steps", float(self.guard.skipped))
             return
+        self._check_logprob_mismatch(timings.get("rollout/logprob_diff_mean", 0.0))
         t0 = clock(self.device)
         stats = ppo_update(self, ro, first)
         timings["time/update"] = clock(self.device) - t0
@@ -327,6 +334,16 @@ class PPOModule(L.LightningModule):
                       sync_dist=self.trainer.world_size > 1)
         n_samples = ro.queries.shape[0] * self.trainer.world_size
         self.kl_ctl.update(float(global_mean(ro.kl.sum(-1))), n_samples)
+
+    def _check_logprob_mismatch(self, diff_mean: float) -> None:
+        if diff_mean > self.hparams.logprob_tolerance and not self.mismatch_warned:
+            self.mismatch_warned = True
+            rank_zero_warn(
+                f"step {self.global_step}: the sampler's log-probs differ from the trainer's by {diff_mean:.2g} nats "
+                f"per token on average (logprob_tolerance {self.hparams.logprob_tolerance:g}), so PPO's first ratio "
+                f"is not 1. Likely causes: low-precision autocast (bf16/16-mixed) in the sampler or trunk, weights "
+                f"changed between sampling and the forward, or a sampler that is not the policy; watch "
+                f"rollout/logprob_diff_mean")
 
     def _rollout_logs(self, ro) -> dict[str, torch.Tensor]:
         """What the rollout says, in TRL's names where they exist."""

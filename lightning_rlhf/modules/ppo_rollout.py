@@ -17,6 +17,7 @@ from lightning_rlhf.generation import decode_responses
 from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.modules.ppo_update import policy_outputs
 from lightning_rlhf.rl.experience import build_rollout
+from lightning_rlhf.rl.logprobs import logprob_mismatch
 from lightning_rlhf.rl.masking import missing_eos, response_mask_after_stop
 from lightning_rlhf.rl.rollout import Rollout
 from lightning_rlhf.rl.sampling import sample_responses
@@ -52,6 +53,9 @@ def collect_rollout(module: L.LightningModule, queries: torch.Tensor, query_mask
                     timings: dict[str, float]) -> tuple[Rollout, PolicyOutputs | None]:
     """Sample ``samples_per_prompt`` responses for each of the b prompts and build the rollout.
 
+    ``timings`` receives the phases' wall times and ``rollout/logprob_diff_mean``/``_max``: how
+    far the sampler's log-probs of the sampled tokens are from the trainer's forward.
+
     With a single mini-batch and no micro-batching, the policy forward that gives the rollout's
     log-probs (and values) keeps its graph and is reused by the first update (one forward fewer
     per iteration); it is returned as ``(logprobs, entropy, values)``, else None.
@@ -65,8 +69,9 @@ def collect_rollout(module: L.LightningModule, queries: torch.Tensor, query_mask
     k = hp.samples_per_prompt
     eos = tok.eos_token_id if hp.stop_at_eos else None
     t0 = clock(device)
-    responses = sample_responses(module.policy.lm, queries, query_mask, hp.response_max_tokens,
-                                 hp.temperature, gen, eos, tok.pad_token_id, samples_per_prompt=k)
+    responses, sampler_logprobs = sample_responses(module.policy.lm, queries, query_mask, hp.response_max_tokens,
+                                                   hp.temperature, gen, eos, tok.pad_token_id, samples_per_prompt=k,
+                                                   return_logprobs=True)
     prompt_ids, prompt_mask = queries, query_mask
     if k > 1:
         queries, query_mask = queries.repeat_interleave(k, 0), query_mask.repeat_interleave(k, 0)
@@ -103,6 +108,8 @@ def collect_rollout(module: L.LightningModule, queries: torch.Tensor, query_mask
                                         disable_adapter=module.ref_model is None)
     t3 = clock(device)
     timings.update({"time/generate": t1 - t0, "time/score": t2 - t1, "time/forward": t3 - t_baseline})
+    diff_mean, diff_max = logprob_mismatch(sampler_logprobs, logprobs, response_mask)
+    timings.update({"rollout/logprob_diff_mean": float(diff_mean), "rollout/logprob_diff_max": float(diff_max)})
     ro = build_rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs, values,
                        scores, module.reward_kl_coef, hp.kl_estimator, hp.gamma, hp.lam, hp.whiten_rewards,
                        hp.advantage_estimator, k, greedy_scores)

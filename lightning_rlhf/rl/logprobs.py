@@ -50,3 +50,25 @@ def logprobs_and_entropy(
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         entropy = -(logp.exp() * logp).sum(-1)
     return token_logp, entropy
+
+
+def logprob_mismatch(sampler_logprobs: torch.Tensor, logprobs: torch.Tensor,
+                     response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and max |sampler log-prob - trainer log-prob| over the response tokens.
+
+    The sampler's cached decode and the trainer's full forward must give every sampled token
+    the same log-prob; when they do not (weights changed between them, bf16 rounding, a
+    different attention path), PPO's first ratio is no longer 1 and its importance weights
+    are off (TRL's importance-sampling correction and verl's rollout/actor mismatch metrics
+    watch the same thing).
+
+    Args:
+        sampler_logprobs, logprobs: (b, r) log-probs of the same tokens.
+        response_mask: (b, r) 1 on response tokens.
+    Returns:
+        Two scalars: the mean over masked tokens and the max (0 without tokens).
+    """
+    diff = (sampler_logprobs.float() - logprobs.float()).abs() * response_mask
+    n = response_mask.sum()
+    return diff.sum() / n.clamp(min=1), diff.max() if diff.numel() else diff.new_zeros(())
+

@@ -25,7 +25,8 @@ def sample_responses(
     pad_token_id: int = 0,
     samples_per_prompt: int = 1,
     greedy: bool = False,
-) -> torch.Tensor:
+    return_logprobs: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Sample up to ``max_new_tokens`` tokens per prompt, ``samples_per_prompt`` times each.
 
     Args:
@@ -38,20 +39,25 @@ def sample_responses(
             cache is repeated k times, so rows ``i * k .. i * k + k - 1`` answer prompt i; the
             draws are those of sampling from the prompts repeated with ``repeat_interleave``.
         greedy: take the most likely token instead of sampling (ReMax's baseline).
+        return_logprobs: also return the sampler's own log-prob of each token under
+            ``softmax(logits / temperature)`` from the cached decode (0 after a row's EOS): what
+            the trainer's forward must reproduce (``rl.logprobs.logprob_mismatch``).
     Returns:
-        (b * k, n) responses with n <= max_new_tokens.
+        (b * k, n) responses with n <= max_new_tokens, and with ``return_logprobs`` their
+        (b * k, n) float32 log-probs.
     """
     was_training = model.training
     model.eval()  # KV cache needs eval mode under gradient checkpointing; dropout is off anyway
     try:
-        return _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator,
-                       eos_token_id, pad_token_id, samples_per_prompt, greedy)
+        tokens, logprobs = _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator,
+                                   eos_token_id, pad_token_id, samples_per_prompt, greedy, return_logprobs)
+        return (tokens, logprobs) if return_logprobs else tokens
     finally:
         model.train(was_training)
 
 
 def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator, eos_token_id,
-            pad_token_id, samples_per_prompt, greedy) -> torch.Tensor:
+            pad_token_id, samples_per_prompt, greedy, with_logprobs) -> tuple[torch.Tensor, torch.Tensor | None]:
     position_ids = left_pad_position_ids(attention_mask)
     decode = CachedDecoder(model)
     logits = decode(input_ids, attention_mask, position_ids)
@@ -64,12 +70,16 @@ def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, gener
     finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=attention_mask.device)
     tokens: list[torch.Tensor] = []
+    logprobs: list[torch.Tensor] = []
     for step in range(max_new_tokens):
         if greedy:
             token = logits.argmax(-1)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        if with_logprobs:
+            logp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, token.unsqueeze(-1)).squeeze(-1)
+            logprobs.append(logp if eos_token_id is None else logp.masked_fill(finished, 0.0))
         if eos_token_id is not None:
             token = torch.where(finished, torch.full_like(token, pad_token_id), token)
             finished |= token == eos_token_id
@@ -79,4 +89,4 @@ def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, gener
         attention_mask = torch.cat([attention_mask, ones], dim=-1)
         position_ids = position_ids[:, -1:] + 1
         logits = decode(token.unsqueeze(-1), attention_mask, position_ids)
-    return torch.stack(tokens, dim=-1)
+    return torch.stack(tokens, dim=-1), torch.stack(logprobs, dim=-1) if with_logprobs else None
