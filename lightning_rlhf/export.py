@@ -1,4 +1,4 @@
-"""Export trained models as Hugging Face ``save_pretrained`` folders, atomically."""
+"""Export trained models as Hugging Face ``save_pretrained`` folders, and text files, atomically."""
 
 from __future__ import annotations
 
@@ -42,6 +42,15 @@ def export_pretrained(
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` via a temporary sibling and rename: a killed writer never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def model_context(model: PreTrainedModel) -> int | None:

@@ -10,7 +10,6 @@ killed run keeps its finished shards and a rerun with the same settings makes th
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.data.collate import pad_rows
 from lightning_rlhf.data.preferences import make_pairs
 from lightning_rlhf.errors import ArgumentParser, ConfigError, run_console
+from lightning_rlhf.export import write_text_atomic
 from lightning_rlhf.generation import decode_responses
 from lightning_rlhf.models.loading import load_causal_lm
 from lightning_rlhf.rewards import build_reward
@@ -29,12 +29,6 @@ from lightning_rlhf.rl.sampling import sample_responses
 SETTINGS = ("policy", "reward_model", "reward_fn", "positive_label", "data", "num_prompts", "samples_per_prompt",
             "pairs", "min_margin", "max_new_tokens", "temperature", "stop_at_eos", "prompt_min_tokens",
             "prompt_max_tokens", "min_review_chars", "shard_size", "seed")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _settings(out: Path, settings: dict) -> None:
@@ -47,7 +41,7 @@ def _settings(out: Path, settings: dict) -> None:
             raise ConfigError(f"'{out}' holds pairs made with other settings ({', '.join(changed)}); "
                               f"use another --out, or delete the folder to start over")
         return
-    _write_atomic(path, json.dumps(settings, indent=2))
+    write_text_atomic(path, json.dumps(settings, indent=2))
 
 
 @torch.no_grad()
@@ -128,7 +122,7 @@ def _main(argv: list[str]) -> None:
         generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + n)
         rows = make_shard(model, tokenizer, reward, prompt_ids[first: first + args.shard_size], args, generator,
                           device)
-        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
         total += len(rows)
         print(f"[preferences] shard {n + 1}/{len(shards)}: {len(rows)} pairs, {total} in all, "
               f"{time.perf_counter() - start:.0f} s elapsed", flush=True)

@@ -15,7 +15,6 @@ Layout under ``out/``::
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,15 @@ import yaml
 
 from lightning_rlhf.evaluation.best_of_n import best_of_n
 from lightning_rlhf.evaluation.evaluate import evaluate_policy, held_out_prompts, load_judge
+from lightning_rlhf.export import write_text_atomic
 from lightning_rlhf.frontier.plan import FrontierSettings, Run
 from lightning_rlhf.models.loading import load_causal_lm
 from lightning_rlhf.rewards import SentimentClassifierReward
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write via a temporary file and rename, so a killed sweep never leaves half a result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    """Atomically, so a killed sweep never leaves half a result."""
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def _read_yaml(path: Path) -> dict:
