@@ -83,12 +83,11 @@ def best_of_n(path: str, reward, prompts: list[str], ns: list[int], max_new_toke
                                            seed, stop_at_eos, dev)
     flat_prompts = [p for p in prompts for _ in range(n_max)]
     scores = reward(flat_prompts, [t for row in texts for t in row]).float().cpu().view(len(prompts), n_max)
-    results = []
+    results, rows = [], torch.arange(len(prompts))
     for n in sorted(ns):
         pick = select_best_of_n(scores, n)
-        rows = torch.arange(len(prompts))
         responses = [texts[i][int(j)] for i, j in enumerate(pick)]
-        figures, chosen = text_figures(prompts, responses, reward, judge)
+        figures, chosen = text_figures(prompts, responses, reward, judge, scores[rows, pick].tolist())
         n_tokens = counts[rows, pick].sum()
         figures |= {"kl_to_reference": best_of_n_kl_bound(n), "kl_is_bound": True,
                     "perplexity_under_reference": float(torch.exp(nll[rows, pick].sum() / n_tokens.clamp(min=1))),

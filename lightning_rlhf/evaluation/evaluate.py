@@ -92,10 +92,13 @@ def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts:
 
 
 def text_figures(prompts: list[str], responses: list[str], reward,
-                 judge: SentimentClassifierReward | None = None) -> tuple[dict, list[float]]:
+                 judge: SentimentClassifierReward | None = None,
+                 scores: list[float] | None = None) -> tuple[dict, list[float]]:
     """Reward mean with its 95% interval, positive rate, diversity and the gold judge's verdict
-    of one response per prompt; also returns the per-response rewards."""
-    scores = reward(prompts, responses).tolist()
+    of one response per prompt; also returns the per-response rewards (``scores``, when the
+    caller already has them, are used instead of scoring again)."""
+    if scores is None:
+        scores = reward(prompts, responses).tolist()
     positive = None
     if isinstance(reward, SentimentClassifierReward):
         positive = float((reward.positive_probability(prompts, responses) > 0.5).float().mean())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from lightning_rlhf.models.forward import CachedDecoder
-from lightning_rlhf.rl.logprobs import left_pad_position_ids
+from lightning_rlhf.rl.logprobs import left_pad_position_ids, logprobs_from_logits
 
 
 @torch.no_grad()
@@ -78,7 +78,7 @@ def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, gener
             probs = torch.softmax(logits / temperature, dim=-1)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         if with_logprobs:
-            logp = torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, token.unsqueeze(-1)).squeeze(-1)
+            logp = logprobs_from_logits(logits, token, temperature)
             logprobs.append(logp if eos_token_id is None else logp.masked_fill(finished, 0.0))
         if eos_token_id is not None:
             token = torch.where(finished, torch.full_like(token, pad_token_id), token)
