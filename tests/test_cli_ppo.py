@@ -21,7 +21,7 @@ def _ppo_config(tmp_path: Path, tiny_gpt2: dict, tokenizer_dir: str, imdb_dir: s
                            "init_args": {"max_new_tokens": 4, "prompts": ["the movie", "a"],
                                          "every_n_train_steps": 1, "on_validation": False}}],
         },
-        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": {
+        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": { "compile_generation": False,
             "policy_name_or_path": None, "policy_config": tiny_gpt2, "tokenizer_name_or_path": tokenizer_dir,
             "reward_model": reward_dir, "response_min_tokens": 3, "response_max_tokens": 5,
             "ppo_epochs": 1, "learning_rate": 1e-3, "export_dir": str(tmp_path / "export")}},

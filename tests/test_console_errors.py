@@ -24,7 +24,7 @@ def _script(name: str) -> list[str]:
 def _tiny_ppo(tmp: Path, tokenizer_dir: str, imdb_dir: str, reward_dir: str, **init) -> str:
     config = {
         "trainer": {"accelerator": "cpu", "max_steps": 1, "logger": False, "enable_progress_bar": False},
-        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": {
+        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": { "compile_generation": False,
             "policy_name_or_path": None, "policy_config": {**TINY_GPT2, "vocab_size": 300, "eos_token_id": 0,
                                                            "bos_token_id": 0, "pad_token_id": 1},
             "tokenizer_name_or_path": tokenizer_dir, "reward_model": reward_dir, "response_min_tokens": 4,

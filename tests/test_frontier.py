@@ -163,7 +163,7 @@ def _tiny_sweep(tmp_path: Path, tokenizer_dir: str, tiny_gpt2: dict, tiny_classi
                           "init_args": {"save_dir": "unused", "name": "x"}}}
     (tmp_path / "ppo.yaml").write_text(yaml.safe_dump({
         "trainer": {**trainer, "max_steps": 40},
-        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": {
+        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": { "compile_generation": False,
             "policy_name_or_path": str(sft), "reward_model": reward, "ppo_epochs": 1, "response_min_tokens": 4,
             "response_max_tokens": 4}},
         "data": {"data_path": "unused", "tokenizer": str(sft), "shape": "prompts", "batch_size": 8, "val_size": 20,

@@ -41,7 +41,7 @@ def test_pipeline_runs_a_preset_folder(tmp_path, tokenizer_dir, imdb_dir, capsys
         "data": {**data, "shape": "classification", "batch_size": 8, "max_length": 64}})
     _write(preset / "ppo.yaml", {
         "trainer": trainer("ppo"),
-        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": {
+        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": { "compile_generation": False,
             "policy_name_or_path": str(art / "sft"), "reward_model": str(art / "reward"), "ppo_epochs": 1,
             "response_min_tokens": 4, "response_max_tokens": 4, "export_dir": str(art / "ppo")}},
         "data": {**data, "tokenizer": str(art / "sft"), "shape": "prompts", "batch_size": 8,

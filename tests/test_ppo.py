@@ -23,7 +23,8 @@ def make_ppo(tiny_gpt2, tokenizer_dir, **kw) -> PPOModule:
     args = dict(policy_name_or_path=None, policy_config=tiny_gpt2,
                 tokenizer_name_or_path=tokenizer_dir,
                 reward_model=None, reward_fn="test_ppo:e_fraction", response_min_tokens=6,
-                response_max_tokens=6, ppo_epochs=1, learning_rate=1e-3)
+                response_max_tokens=6, ppo_epochs=1, learning_rate=1e-3,
+                compile_generation=False)  # compiled sampling has its own tests (test_compiled_sampling)
     args.update(kw)
     return PPOModule(**args)
 

@@ -36,10 +36,12 @@ def _assert_same_training_state(a: L.LightningModule, b: L.LightningModule, opt_
             torch.testing.assert_close(sa[k][field], sb[k][field], rtol=0, atol=1e-6)
 
 
-# PPO, and a critic-free estimator with k samples per prompt, a greedy baseline and a KL loss
+# PPO (eager and compiled sampling), and a critic-free estimator with k samples per prompt, a
+# greedy baseline and a KL loss
 ESTIMATORS = pytest.mark.parametrize("estimator", [
-    {}, dict(advantage_estimator="remax", samples_per_prompt=2, kl_in_reward=False, kl_loss_coef=0.1),
-], ids=["ppo", "remax_k2_kl_loss"])
+    {}, dict(compile_generation=True),
+    dict(advantage_estimator="remax", samples_per_prompt=2, kl_in_reward=False, kl_loss_coef=0.1),
+], ids=["ppo", "ppo_compiled", "remax_k2_kl_loss"])
 
 
 @ESTIMATORS

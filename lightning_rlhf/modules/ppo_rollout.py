@@ -71,7 +71,7 @@ def collect_rollout(module: L.LightningModule, queries: torch.Tensor, query_mask
     t0 = clock(device)
     responses, sampler_logprobs = sample_responses(module.policy.lm, queries, query_mask, hp.response_max_tokens,
                                                    hp.temperature, gen, eos, tok.pad_token_id, samples_per_prompt=k,
-                                                   return_logprobs=True)
+                                                   return_logprobs=True, compile_generation=hp.compile_generation)
     prompt_ids, prompt_mask = queries, query_mask
     if k > 1:
         queries, query_mask = queries.repeat_interleave(k, 0), query_mask.repeat_interleave(k, 0)
@@ -87,7 +87,8 @@ def collect_rollout(module: L.LightningModule, queries: torch.Tensor, query_mask
     greedy_scores = None
     if hp.advantage_estimator == "remax":
         greedy = sample_responses(module.policy.lm, prompt_ids, prompt_mask, hp.response_max_tokens,
-                                  hp.temperature, None, eos, tok.pad_token_id, greedy=True)
+                                  hp.temperature, None, eos, tok.pad_token_id, greedy=True,
+                                  compile_generation=hp.compile_generation)
         greedy_mask = response_mask_after_stop(greedy, eos, None if lengths is None else lengths[::k])
         greedy_scores = score_responses(module, prompt_ids, prompt_mask, greedy, greedy_mask).repeat_interleave(k)
     t_baseline = clock(device)

@@ -3,14 +3,51 @@
 Our own loop rather than ``generate``: it samples from the plain temperature-scaled
 distribution (no top-k/top-p, as PPO's log-probs assume), draws from a ``torch.Generator``
 whose state goes into checkpoints (exact resume), and stops as soon as every row has hit EOS.
+
+With ``compile_generation`` the prompt's prefill stays the eager ``transformers`` forward and
+every later token comes from one compiled graph on a static KV cache
+(``models.static_decode``); both paths share ``sample_token`` and the same noise draws, so they
+give the same tokens for the same generator state.
 """
 
 from __future__ import annotations
 
-import torch
+import weakref
 
-from lightning_rlhf.models.forward import CachedDecoder
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightning_rlhf.models.forward import CachedDecoder, hf_model
+from lightning_rlhf.models.static_decode import StaticDecoder
 from lightning_rlhf.rl.logprobs import left_pad_position_ids, logprobs_from_logits
+
+_DECODERS: weakref.WeakKeyDictionary[torch.nn.Module, StaticDecoder | None] = weakref.WeakKeyDictionary()
+
+
+def exponential_noise(shape: tuple[int, int], device: torch.device, generator: torch.Generator | None,
+                      greedy: bool) -> torch.Tensor:
+    """(b, v) Exp(1) draws: ``argmax(probs / noise)`` is a draw from ``probs``, the very one
+    ``torch.multinomial(probs, 1, generator=generator)`` makes from the same state. Ones for greedy."""
+    if greedy:
+        return torch.ones(shape, device=device)
+    return torch.empty(shape, device=device).exponential_(1, generator=generator)
+
+
+def sample_token(logits: torch.Tensor, noise: torch.Tensor, temperature: float, finished: torch.Tensor,
+                 eos_token_id: int | None, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pick the next token of each row from fp32 ``logits`` (b, v) and ``noise`` (b, v).
+
+    Returns the tokens (b,) (``pad_token_id`` for rows in ``finished`` (b,)), their log-probs (b,)
+    under ``softmax(logits / temperature)`` (0 for finished rows) and the updated ``finished``.
+    """
+    probs = torch.softmax(logits / temperature, dim=-1)
+    token = (probs / noise).argmax(-1)
+    logprobs = logprobs_from_logits(logits, token, temperature)
+    if eos_token_id is not None:
+        token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+        logprobs = logprobs.masked_fill(finished, 0.0)
+        finished = finished | (token == eos_token_id)
+    return token, logprobs, finished
 
 
 @torch.no_grad()
@@ -26,6 +63,7 @@ def sample_responses(
     samples_per_prompt: int = 1,
     greedy: bool = False,
     return_logprobs: bool = False,
+    compile_generation: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Sample up to ``max_new_tokens`` tokens per prompt, ``samples_per_prompt`` times each.
 
@@ -42,6 +80,9 @@ def sample_responses(
         return_logprobs: also return the sampler's own log-prob of each token under
             ``softmax(logits / temperature)`` from the cached decode (0 after a row's EOS): what
             the trainer's forward must reproduce (``rl.logprobs.logprob_mismatch``).
+        compile_generation: decode with the compiled static-cache step (compiled once per model
+            and shape, then reused); models without one, or where compiling fails, fall back to
+            the eager loop with a one-line notice.
     Returns:
         (b * k, n) responses with n <= max_new_tokens, and with ``return_logprobs`` their
         (b * k, n) float32 log-probs.
@@ -49,15 +90,26 @@ def sample_responses(
     was_training = model.training
     model.eval()  # KV cache needs eval mode under gradient checkpointing; dropout is off anyway
     try:
+        static = static_decoder(model) if compile_generation else None
         tokens, logprobs = _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator,
-                                   eos_token_id, pad_token_id, samples_per_prompt, greedy, return_logprobs)
+                                   eos_token_id, pad_token_id, samples_per_prompt, greedy, static)
         return (tokens, logprobs) if return_logprobs else tokens
     finally:
         model.train(was_training)
 
 
+def static_decoder(model: torch.nn.Module) -> StaticDecoder | None:
+    """The model's compiled decoder, made on first use; None (after one notice) where there is none."""
+    if model not in _DECODERS:
+        why = StaticDecoder.supports(model)
+        if why is not None:
+            rank_zero_warn(f"compile_generation: {why}; sampling with the eager loop")
+        _DECODERS[model] = StaticDecoder(model) if why is None else None
+    return _DECODERS[model]
+
+
 def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, generator, eos_token_id,
-            pad_token_id, samples_per_prompt, greedy, with_logprobs) -> tuple[torch.Tensor, torch.Tensor | None]:
+            pad_token_id, samples_per_prompt, greedy, static) -> tuple[torch.Tensor, torch.Tensor]:
     position_ids = left_pad_position_ids(attention_mask)
     decode = CachedDecoder(model)
     logits = decode(input_ids, attention_mask, position_ids)
@@ -66,27 +118,65 @@ def _sample(model, input_ids, attention_mask, max_new_tokens, temperature, gener
         attention_mask = attention_mask.repeat_interleave(samples_per_prompt, dim=0)
         position_ids = position_ids.repeat_interleave(samples_per_prompt, dim=0)
         decode.repeat_rows(samples_per_prompt)
-    b = logits.shape[0]
-    finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
-    ones = torch.ones((b, 1), dtype=attention_mask.dtype, device=attention_mask.device)
-    tokens: list[torch.Tensor] = []
-    logprobs: list[torch.Tensor] = []
-    for step in range(max_new_tokens):
-        if greedy:
-            token = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        if with_logprobs:
-            logp = logprobs_from_logits(logits, token, temperature)
-            logprobs.append(logp if eos_token_id is None else logp.masked_fill(finished, 0.0))
-        if eos_token_id is not None:
-            token = torch.where(finished, torch.full_like(token, pad_token_id), token)
-            finished |= token == eos_token_id
-        tokens.append(token)
-        if step + 1 == max_new_tokens or (eos_token_id is not None and bool(finished.all())):
-            break
-        attention_mask = torch.cat([attention_mask, ones], dim=-1)
+    b, device = logits.shape[0], logits.device
+    finished = torch.zeros(b, dtype=torch.bool, device=device)
+    noise = exponential_noise(logits.shape, device, generator, greedy)
+    token, logp, finished = sample_token(logits, noise, temperature, finished, eos_token_id, pad_token_id)
+    tokens, logprobs = [token], [logp]
+    done = max_new_tokens == 1 or (eos_token_id is not None and bool(finished.all()))
+    if not done and static is not None:
+        rest = _static_steps(static, decode, model, tokens, logprobs, finished, attention_mask, position_ids,
+                             max_new_tokens, temperature, generator, eos_token_id, pad_token_id, greedy)
+        if rest is not None:
+            return rest
+    for _ in range(1, 1 if done else max_new_tokens):
+        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=-1)
         position_ids = position_ids[:, -1:] + 1
         logits = decode(token.unsqueeze(-1), attention_mask, position_ids)
-    return torch.stack(tokens, dim=-1), torch.stack(logprobs, dim=-1) if with_logprobs else None
+        noise = exponential_noise(logits.shape, device, generator, greedy)
+        token, logp, finished = sample_token(logits, noise, temperature, finished, eos_token_id, pad_token_id)
+        tokens.append(token)
+        logprobs.append(logp)
+        if eos_token_id is not None and bool(finished.all()):
+            break
+    return torch.stack(tokens, dim=-1), torch.stack(logprobs, dim=-1)
+
+
+def _static_steps(static, decode, model, tokens, logprobs, finished, attention_mask, position_ids, max_new_tokens,
+                  temperature, generator, eos_token_id, pad_token_id, greedy):
+    """Tokens 2.. of the eager loop from the compiled step; None (generator untouched) if it fails."""
+    b, q = attention_mask.shape
+    device = attention_mask.device
+    state = generator.get_state() if generator is not None else _global_rng_state(device)
+    try:
+        keys, values = static.new_cache(decode.cache, b, StaticDecoder.cache_length(q, max_new_tokens))
+        key_mask = torch.zeros(b, keys[0].shape[2], dtype=torch.bool, device=device)
+        key_mask[:, :q] = attention_mask.bool()
+        position, slot = position_ids[:, -1] + 1, torch.tensor([q], device=device)
+        token, vocab = tokens[-1], hf_model(model).get_output_embeddings().weight.shape[0]
+        for _ in range(1, max_new_tokens):
+            noise = exponential_noise((b, vocab), device, generator, greedy)
+            token, logp, finished = static.step(model, keys, values, token, position, slot, key_mask, noise,
+                                                finished, temperature, eos_token_id, pad_token_id)
+            tokens.append(token.clone())
+            logprobs.append(logp.clone())
+            if eos_token_id is not None and bool(finished.all()):
+                break
+            position, slot = position + 1, slot + 1
+    except Exception as err:  # noqa: BLE001 - any compile/backend failure falls back to the eager loop
+        _DECODERS[model] = None
+        rank_zero_warn(f"compile_generation: compiling the decode step failed ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}); sampling with the eager loop")
+        del tokens[1:], logprobs[1:]
+        if generator is not None:
+            generator.set_state(state)
+        elif device.type == "cuda":
+            torch.cuda.set_rng_state(state, device)
+        else:
+            torch.set_rng_state(state)
+        return None
+    return torch.stack(tokens, dim=-1), torch.stack(logprobs, dim=-1)
+
+
+def _global_rng_state(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()

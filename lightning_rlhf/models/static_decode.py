@@ -1,0 +1,117 @@
+"""One GPT-2 decode step as a single compiled graph, on a preallocated (static) KV cache.
+
+A decode step of a small model is about 170 MFLOP: its time goes to per-op dispatch and the
+per-token Python of ``transformers``' forward (cache objects, mask building), not to arithmetic.
+So the whole step (embedding, blocks, final norm, fp32 LM head, temperature, sampling, EOS
+bookkeeping) is written here as one function of fixed-shape tensors and compiled once: the
+cache has the rollout's full length, the write slot and positions are tensors, and the only
+Python per token is the call.
+
+Sampling draws ``argmax(probs / q)`` with ``q ~ Exp(1)`` drawn outside the graph from the run's
+``torch.Generator``: exactly what ``torch.multinomial(probs, 1)`` computes from the same
+generator state, so the compiled and eager samplers give the same tokens and consume the
+generator alike (exact resume either way).
+
+The step calls the model's own submodules (``block.attn.c_attn``, ``block.mlp``...), so peft's
+LoRA layers injected into them take part. Architectures other than GPT-2 have no static path
+(``StaticDecoder.supports`` says False) and keep the eager loop in ``rl.sampling``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lightning_rlhf.models.forward import hf_model, lm_head_fp32
+from lightning_rlhf.rl.logprobs import logprobs_from_logits
+
+
+def _gpt2(model: torch.nn.Module):
+    lm = hf_model(model)
+    return lm, lm.config, lm.base_model
+
+
+def decode_step(model: torch.nn.Module, keys: list[torch.Tensor], values: list[torch.Tensor],
+                token: torch.Tensor, position: torch.Tensor, slot: torch.Tensor, key_mask: torch.Tensor,
+                noise: torch.Tensor, finished: torch.Tensor, temperature: float, eos_token_id: int | None,
+                pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Feed ``token`` (b,) at ``position`` (b,), write its keys/values at cache index ``slot`` (1,),
+    and sample the next token.
+
+    Args:
+        keys, values: per layer (b, heads, length, head_dim), written in place.
+        key_mask: (b, length) bool, which cache slots hold real tokens; ``slot`` is set in place.
+        noise: (b, vocab) Exp(1) draws; all ones picks the most likely token (greedy).
+        finished: (b,) bool, rows that already emitted EOS (they get ``pad_token_id``).
+    Returns:
+        next tokens (b,), their float32 log-probs under ``softmax(logits / temperature)``
+        (0 for finished rows) and the updated ``finished`` (b,).
+    """
+    lm, config, base = _gpt2(model)
+    b, heads = token.shape[0], config.n_head
+    key_mask.index_fill_(1, slot, True)
+    attn_mask = key_mask[:, None, None, :]
+    h = base.wte(token) + base.wpe(position)
+    for i, block in enumerate(base.h):
+        attn = block.attn
+        q, k, v = attn.c_attn(block.ln_1(h)).view(b, 3, heads, -1).unbind(1)
+        keys[i].index_copy_(2, slot, k.unsqueeze(2).to(keys[i].dtype))
+        values[i].index_copy_(2, slot, v.unsqueeze(2).to(values[i].dtype))
+        scale = attn.scaling / (i + 1) if attn.scale_attn_by_inverse_layer_idx else attn.scaling
+        out = F.scaled_dot_product_attention(q.unsqueeze(2).to(keys[i].dtype), keys[i], values[i],
+                                             attn_mask=attn_mask, scale=scale)
+        h = h + attn.c_proj(out.reshape(b, -1).to(h.dtype))
+        h = h + block.mlp(block.ln_2(h))
+    logits = lm_head_fp32(model, base.ln_f(h))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    nxt = (probs / noise).argmax(-1)
+    logprobs = logprobs_from_logits(logits, nxt, temperature)
+    if eos_token_id is not None:
+        nxt = torch.where(finished, torch.full_like(nxt, pad_token_id), nxt)
+        logprobs = logprobs.masked_fill(finished, 0.0)
+        finished = finished | (nxt == eos_token_id)
+    return nxt, logprobs, finished
+
+
+class StaticDecoder:
+    """The compiled decode step of one model; compiled on first use, reused for every rollout.
+
+    Parameters are read at call time (not baked into the graph), so optimizer steps on the
+    policy are followed without recompiling. New shapes (batch size, cache length) compile once
+    more; cache lengths are rounded up to a multiple of 16 to keep those few.
+    """
+
+    def __init__(self, model: torch.nn.Module, mode: str | None = None) -> None:
+        self.model = model
+        if mode is None:
+            mode = "reduce-overhead" if next(model.parameters()).device.type == "cuda" else "default"
+        self.step = torch.compile(decode_step, mode=mode, dynamic=False, fullgraph=True)
+
+    @staticmethod
+    def supports(model: torch.nn.Module) -> str | None:
+        """None when the static path covers ``model``, else why not (one short phrase)."""
+        lm = hf_model(model)
+        config = getattr(lm, "config", None)
+        if getattr(config, "model_type", None) != "gpt2":
+            return f"no static-cache decode step for model type {getattr(config, 'model_type', type(lm).__name__)!r}"
+        if config.reorder_and_upcast_attn or config.add_cross_attention:
+            return "GPT-2 with reorder_and_upcast_attn or cross-attention"
+        return None
+
+    @staticmethod
+    def cache_length(prompt_len: int, max_new_tokens: int) -> int:
+        return -(-(prompt_len + max_new_tokens) // 16) * 16
+
+    def new_cache(self, prefill_cache, rows: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Static (rows, heads, length, head_dim) buffers holding the prefill's keys/values."""
+        keys, values = [], []
+        for layer in prefill_cache.layers:
+            k, v = layer.keys, layer.values
+            repeat = rows // k.shape[0]
+            shape = (rows, k.shape[1], length, k.shape[3])
+            kb, vb = k.new_zeros(shape), v.new_zeros(shape)
+            kb[:, :, : k.shape[2]] = k.repeat_interleave(repeat, 0)
+            vb[:, :, : v.shape[2]] = v.repeat_interleave(repeat, 0)
+            keys.append(kb)
+            values.append(vb)
+        return keys, values

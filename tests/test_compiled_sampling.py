@@ -1,0 +1,123 @@
+"""The compiled static-cache decode step (``models.static_decode``): same tokens as the eager
+loop, log-probs that match the training forward before and after an optimizer step without a
+recompile, bf16 within the guard's tolerance, and the fallbacks. Compiling costs seconds, so the
+tiny model is compiled for a few shapes only, and these tests share them."""
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from lightning_rlhf.models.loading import build_from_config
+from lightning_rlhf.models.static_decode import StaticDecoder
+from lightning_rlhf.models.value_head import response_logprobs
+from lightning_rlhf.rl.logprobs import logprob_mismatch
+from lightning_rlhf.rl.masking import response_mask_after_stop
+from lightning_rlhf.rl.sampling import sample_responses
+
+IDS = torch.tensor([[1, 1, 5, 6], [7, 8, 9, 10], [1, 11, 12, 13]])
+MASK = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gpt2_config):
+    return build_from_config({**tiny_gpt2_config, "initializer_range": 0.3}, "causal_lm", seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_config():
+    from conftest import TINY_GPT2
+    return {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
+
+
+def _both(model, eos, k=2, n=10, **kw):
+    out = {}
+    for compiled in (False, True):
+        gen = torch.Generator().manual_seed(3)
+        tokens, logprobs = sample_responses(model, IDS, MASK, n, 0.7, gen, eos, 1, samples_per_prompt=k,
+                                            return_logprobs=True, compile_generation=compiled, **kw)
+        out[compiled] = tokens, logprobs, gen.get_state()
+    return out
+
+
+def _trainer_logprobs(model, tokens, eos, k=2):
+    response_mask = response_mask_after_stop(tokens, eos)
+    ids = torch.cat([IDS.repeat_interleave(k, 0), tokens], -1)
+    mask = torch.cat([MASK.repeat_interleave(k, 0), response_mask], -1)
+    return response_logprobs(model, ids, mask, tokens, 0.7)[0], response_mask
+
+
+def test_compiled_sampler_gives_the_eager_loops_tokens(model):
+    plain = _both(model, None)
+    eager, compiled = plain[False], plain[True]
+    assert torch.equal(eager[0], compiled[0]) and eager[0].shape == (6, 10)
+    torch.testing.assert_close(eager[1], compiled[1], rtol=0, atol=1e-5)
+    assert torch.equal(eager[2], compiled[2]), "both consume the generator alike (exact resume)"
+
+    # a stop token the model actually emits: rows stop at different steps, then get padding
+    eos = int(eager[0][:, 2:].flatten().mode().values)
+    stopped = _both(model, eos)
+    assert torch.equal(stopped[False][0], stopped[True][0])
+    torch.testing.assert_close(stopped[False][1], stopped[True][1], rtol=0, atol=1e-5)
+    tokens = stopped[True][0]
+    after = response_mask_after_stop(tokens, eos) == 0
+    assert after.any() and (tokens[after] == 1).all() and (stopped[True][1][after] == 0).all()
+
+
+def test_compiled_logprobs_follow_the_weights_without_recompiling(model):
+    policy = build_from_config({**model.config.to_dict(), "initializer_range": 0.3}, "causal_lm", seed=1)
+    policy.load_state_dict(model.state_dict())
+    policy.eval()  # no dropout in the trainer's forward either; gradients still flow
+    opt = torch.optim.SGD(policy.parameters(), lr=0.5)
+    before = None
+    for step in range(2):
+        gen = torch.Generator().manual_seed(step)
+        tokens, logprobs = sample_responses(policy, IDS, MASK, 10, 0.7, gen, None, 1, samples_per_prompt=2,
+                                            return_logprobs=True, compile_generation=True)
+        trainer, response_mask = _trainer_logprobs(policy, tokens, None)
+        assert logprob_mismatch(logprobs, trainer, response_mask)[1] < 1e-5
+        if step == 0:
+            frames = counters["frames"]["ok"]
+            before = logprobs
+            (-trainer.mean()).backward()
+            opt.step()
+        else:
+            assert counters["frames"]["ok"] == frames, "the optimizer step did not trigger a recompile"
+            assert not torch.allclose(before, logprobs), "the new weights are the ones sampled from"
+
+
+def test_bf16_compiled_logprobs_agree_with_fp32(tiny_gpt2_config):
+    model = build_from_config(tiny_gpt2_config, "causal_lm", seed=0).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens, logprobs = sample_responses(model, IDS, MASK, 10, 0.7, torch.Generator().manual_seed(0), None, 1,
+                                            samples_per_prompt=2, return_logprobs=True, compile_generation=True)
+        in_bf16, response_mask = _trainer_logprobs(model, tokens, None)
+    assert logprobs.dtype == torch.float32
+    fp32, _ = _trainer_logprobs(model, tokens, None)
+    mean, _ = logprob_mismatch(logprobs, fp32, response_mask)
+    assert 0 < mean < 1e-2, "bf16 differs from fp32, but within the guard's default tolerance"
+    assert logprob_mismatch(logprobs, in_bf16, response_mask)[0] < mean, "a bf16 trainer is closer still"
+
+
+def test_models_without_a_static_path_fall_back_with_one_notice(tiny_gpt2_config):
+    other = build_from_config({**tiny_gpt2_config, "reorder_and_upcast_attn": True}, "causal_lm", seed=0).eval()
+    assert StaticDecoder.supports(other) is not None
+    with pytest.warns(UserWarning, match="compile_generation: .*eager loop"):
+        fallback = _both(other, None)
+    assert torch.equal(fallback[False][0], fallback[True][0])
+
+
+def test_a_failing_compile_falls_back_and_leaves_the_draws_unchanged(model, monkeypatch):
+    import lightning_rlhf.rl.sampling as sampling
+
+    broken = build_from_config({**model.config.to_dict()}, "causal_lm", seed=2).eval()
+
+    def fail(*args, **kw):
+        raise RuntimeError("no C++ compiler\nsecond line")
+
+    decoder = StaticDecoder(broken)
+    decoder.step = fail
+    monkeypatch.setitem(sampling._DECODERS, broken, decoder)
+    with pytest.warns(UserWarning, match=r"compiling the decode step failed \(RuntimeError: no C\+\+ compiler\)"):
+        fallback = _both(broken, None)
+    assert torch.equal(fallback[False][0], fallback[True][0]) and torch.equal(fallback[False][2], fallback[True][2])
+    assert sampling._DECODERS[broken] is None
