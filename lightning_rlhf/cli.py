@@ -16,6 +16,7 @@ import lightning_rlhf.modules  # noqa: F401  (registers SFTModule, ... for --mod
 from lightning_rlhf.callbacks import InterruptCheckpoint, RunProgress
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.errors import run_console
+from lightning_rlhf.precision import cpu_bf16_flags, resolve_cpu_precision
 
 
 @dataclass
@@ -37,7 +38,8 @@ class TokenizerRecipe:
 
 class RLHFCLI(LightningCLI):
     """Adds ``checkpoint`` (ModelCheckpoint keeping last + best), ``interrupt_checkpoint`` and
-    ``build_tokenizer``; replaces Lightning's progress bar with ``RunProgress``."""
+    ``build_tokenizer``; replaces Lightning's progress bar with ``RunProgress``; keeps a CPU run's
+    bf16 only where the CPU has it (``precision``)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -47,6 +49,11 @@ class RLHFCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        precision, notice = resolve_cpu_precision(config.trainer.precision, str(config.trainer.accelerator),
+                                                  cpu_bf16_flags())
+        if notice:
+            config.trainer.precision = precision
+            print(notice, flush=True)
         recipe = config.build_tokenizer
         if recipe.out and not Path(recipe.out).exists():
             from lightning_rlhf.tokenizer_training import build_tokenizer

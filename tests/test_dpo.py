@@ -160,3 +160,16 @@ def test_preference_files_are_checked(tokenizer_dir, tmp_path, rows, kw, message
         return
     with pytest.raises(ConfigError, match=message):
         dm.setup("fit")
+
+
+def test_dpo_runs_under_bf16_mixed(tiny_gpt2, tokenizer_dir, tmp_path):
+    module = _dpo(tiny_gpt2, tokenizer_dir, export_dir=str(tmp_path / "export"))
+    trainer = L.Trainer(max_steps=3, precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, _dpo_dm(_pairs(tmp_path, n=24), tokenizer_dir))
+    trainer.validate(module, trainer.datamodule, verbose=False)
+    assert trainer.global_step == 3 and torch.isfinite(trainer.callback_metrics["val/loss"])
+    batch = next(iter(trainer.datamodule.train_dataloader()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        policy, _ = module._logprobs(batch)
+    assert policy.dtype == torch.float32, "summed log-probs from the fp32 head"

@@ -2,6 +2,7 @@
 
 import warnings
 
+import pytest
 import torch
 
 from lightning_rlhf.models.forward import CachedDecoder, response_logits
@@ -86,3 +87,30 @@ def test_sampling_uses_the_supported_cache_argument():
         warnings.simplefilter("always")
         sample_responses(model, ids, mask, 4, 0.7, torch.Generator().manual_seed(0))
     assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
+def test_cpu_bf16_flags_read_from_cpuinfo(tmp_path):
+    from lightning_rlhf.precision import cpu_bf16_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    assert cpu_bf16_flags(info) == ["avx512_bf16"]
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    assert cpu_bf16_flags(info) == []
+    assert cpu_bf16_flags(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("flags, expected", [(["amx_bf16"], "bf16-mixed"), ([], "32-true"), (None, "32-true")])
+def test_cli_keeps_cpu_bf16_only_with_native_support(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, monkeypatch,
+                                                     capsys, flags, expected):
+    from test_cli import _sft_config
+
+    import lightning_rlhf.cli as cli
+
+    monkeypatch.setattr(cli, "cpu_bf16_flags", lambda: flags)
+    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    built = cli.build_cli(["--config", str(config), "--trainer.precision", "bf16-mixed"], run=False)
+    assert built.trainer.precision == expected
+    assert f"precision: {expected}" in capsys.readouterr().out
+    kept = cli.build_cli(["--config", str(config)], run=False)  # 32-true asked: nothing to say
+    assert kept.trainer.precision == "32-true" and "precision:" not in capsys.readouterr().out

@@ -62,3 +62,16 @@ def test_reward_classifier_is_frozen_and_stays_in_eval(tiny_classifier_dir):
     reward.train()
     assert not reward.model.training
     assert not any(p.requires_grad for p in reward.parameters())
+
+
+def test_reward_model_runs_under_bf16_mixed(tmp_path, tokenizer_dir, imdb_dir):
+    dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="classification",
+                        batch_size=8, val_size=16, max_length=32, max_train_samples=32)
+    module = RewardModelModule(model_name_or_path=None, model_config=TINY_DISTILBERT,
+                               tokenizer_name_or_path=tokenizer_dir, export_dir=str(tmp_path / "rm"))
+    trainer = L.Trainer(max_steps=3, precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, dm)
+    trainer.validate(module, dm, verbose=False)
+    assert trainer.global_step == 3 and torch.isfinite(trainer.callback_metrics["val/loss"])
+    assert next(module.model.parameters()).dtype == torch.float32, "mixed precision keeps fp32 weights"
