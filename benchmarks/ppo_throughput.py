@@ -154,8 +154,9 @@ def measure_floor(module: PPOModule, prompts: torch.Tensor, response_len: int, r
                                      compile_generation=compile_generation)
             with reference("hf_generate"):
                 policy.lm.generate(input_ids=prompts.repeat_interleave(k, 0),
-                                   attention_mask=mask.repeat_interleave(k, 0), do_sample=True, top_k=0, top_p=1.0, temperature=0.7, max_new_tokens=response_len,
-                                   min_new_tokens=response_len, pad_token_id=1)
+                                   attention_mask=mask.repeat_interleave(k, 0), do_sample=True, top_k=0, top_p=1.0,
+                                   temperature=0.7, max_new_tokens=response_len, min_new_tokens=response_len,
+                                   pad_token_id=1)
     med.update({f"{name}_reference_only": statistics.median(v[1:]) for name, v in reference.times.items()})
     return med
 
