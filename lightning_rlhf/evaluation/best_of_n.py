@@ -39,8 +39,8 @@ def select_best_of_n(scores: torch.Tensor, n: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_candidates(path: str, prompts: list[str], n: int, max_new_tokens: int, temperature: float,
-                      batch_size: int, seed: int, stop_at_eos: bool, device: torch.device
-                      ) -> tuple[list[list[str]], torch.Tensor, torch.Tensor]:
+                      batch_size: int, seed: int, stop_at_eos: bool, device: torch.device,
+                      compile_generation: bool = False) -> tuple[list[list[str]], torch.Tensor, torch.Tensor]:
     """``n`` samples per prompt from the policy at ``path``.
 
     Returns the texts (P lists of n), and the (P, n) summed negative log-likelihood of each
@@ -56,7 +56,8 @@ def sample_candidates(path: str, prompts: list[str], n: int, max_new_tokens: int
     for start in tqdm(range(0, len(prompts), per_batch), desc=f"best-of-{n} candidates"):
         enc = encode_prompts(tok, prompts[start: start + per_batch], device)
         out = sample_responses(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, temperature,
-                               generator, eos, tok.pad_token_id, samples_per_prompt=n)
+                               generator, eos, tok.pad_token_id, samples_per_prompt=n,
+                               compile_generation=compile_generation)
         mask = response_mask_after_stop(out, eos)
         ids = torch.cat([enc["input_ids"].repeat_interleave(n, 0), out], -1)
         full_mask = torch.cat([enc["attention_mask"].repeat_interleave(n, 0), mask], -1)
@@ -70,7 +71,8 @@ def sample_candidates(path: str, prompts: list[str], n: int, max_new_tokens: int
 
 def best_of_n(path: str, reward, prompts: list[str], ns: list[int], max_new_tokens: int, temperature: float,
               batch_size: int, seed: int, stop_at_eos: bool = False, device: str = "cpu",
-              judge: SentimentClassifierReward | None = None) -> list[PolicyResult]:
+              judge: SentimentClassifierReward | None = None, compile_generation: bool = False
+              ) -> list[PolicyResult]:
     """Evaluate best-of-n of the policy at ``path`` for every n in ``ns`` from one set of
     max(ns) candidates per prompt (best-of-n uses the first n), as ``evaluate_policy`` does a
     trained policy; ``kl_to_reference`` is the analytic bound, flagged by ``kl_is_bound``."""
@@ -80,7 +82,7 @@ def best_of_n(path: str, reward, prompts: list[str], ns: list[int], max_new_toke
             module.to(dev)
     n_max = max(ns)
     texts, nll, counts = sample_candidates(path, prompts, n_max, max_new_tokens, temperature, batch_size,
-                                           seed, stop_at_eos, dev)
+                                           seed, stop_at_eos, dev, compile_generation)
     flat_prompts = [p for p in prompts for _ in range(n_max)]
     scores = reward(flat_prompts, [t for row in texts for t in row]).float().cpu().view(len(prompts), n_max)
     results, rows = [], torch.arange(len(prompts))

@@ -44,6 +44,9 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--stop-at-eos", action="store_true")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--compile-generation", action="store_true",
+                   help="sample with the compiled decode step (same tokens; its one-time compile pays off "
+                        "only over many batches)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-logdir", help="TensorBoard log dir of the PPO run, for the reward curve")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -61,7 +64,7 @@ def _main(argv: list[str]) -> None:
         reward = reward.fn  # the classifier itself: it also gives the positive rate
     results = evaluate_policies(policies, args.reference, reward, prompts, args.max_new_tokens,
                                 args.temperature, args.batch_size, args.seed, args.stop_at_eos,
-                                args.device, load_judge(args.judge, args.positive_label))
+                                args.device, load_judge(args.judge, args.positive_label), args.compile_generation)
     resolved = {name: str(Path(p).resolve()) if Path(p).exists() else p for name, p in policies.items()}
     config = {k: v for k, v in vars(args).items() if k not in ("policy",)} | {"policies": resolved}
     report = write_report(results, prompts, args.out, config, args.run_logdir)

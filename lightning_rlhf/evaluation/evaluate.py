@@ -54,13 +54,15 @@ def load_judge(path: str | None, positive_label: str = "POSITIVE") -> SentimentC
 def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts: list[str],
                     max_new_tokens: int, temperature: float, batch_size: int, seed: int,
                     stop_at_eos: bool, device: torch.device,
-                    judge: SentimentClassifierReward | None = None) -> PolicyResult:
+                    judge: SentimentClassifierReward | None = None,
+                    compile_generation: bool = False) -> PolicyResult:
     """Sample one response per prompt and measure it against the reference, the reward and,
     if given, a gold ``judge`` the policy never trained against.
 
     ``kl_to_reference`` is the mean over prompts of the sequence-level KL(pi || pi_ref) estimated
     from the samples: sum over response tokens of log pi - log pi_ref, both at ``temperature``
-    (the distributions the policy is sampled from)."""
+    (the distributions the policy is sampled from). ``compile_generation`` samples with the
+    compiled decode step (same tokens; it pays off only for many batches of one shape)."""
     tok = load_tokenizer(path)
     model = load_causal_lm(path).to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -69,7 +71,7 @@ def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts:
     for start in tqdm(range(0, len(prompts), batch_size), desc=f"generating ({name})"):
         enc = encode_prompts(tok, prompts[start: start + batch_size], device)
         out = sample_responses(model, enc["input_ids"], enc["attention_mask"], max_new_tokens,
-                               temperature, generator, eos, tok.pad_token_id)
+                               temperature, generator, eos, tok.pad_token_id, compile_generation=compile_generation)
         mask = response_mask_after_stop(out, eos)
         ids = torch.cat([enc["input_ids"], out], -1)
         full_mask = torch.cat([enc["attention_mask"], mask], -1)
@@ -115,7 +117,8 @@ def text_figures(prompts: list[str], responses: list[str], reward,
 def evaluate_policies(policies: dict[str, str], reference: str, reward, prompts: list[str],
                       max_new_tokens: int = 24, temperature: float = 0.7, batch_size: int = 64,
                       seed: int = 0, stop_at_eos: bool = False, device: str = "cpu",
-                      judge: SentimentClassifierReward | None = None) -> list[PolicyResult]:
+                      judge: SentimentClassifierReward | None = None,
+                      compile_generation: bool = False) -> list[PolicyResult]:
     """Evaluate every ``name -> export folder`` in ``policies`` against one reference."""
     dev = torch.device(device)
     if judge is not None:
@@ -130,5 +133,5 @@ def evaluate_policies(policies: dict[str, str], reference: str, reward, prompts:
             raise ConfigError(f"policy '{name}' ({path}) and the reference ({reference}) use different "
                               f"tokenizers, so their log-probs (KL) cannot be compared")
         results.append(evaluate_policy(name, path, ref, reward, prompts, max_new_tokens, temperature,
-                                       batch_size, seed, stop_at_eos, dev, judge))
+                                       batch_size, seed, stop_at_eos, dev, judge, compile_generation))
     return results

@@ -45,6 +45,8 @@ class FrontierSettings:
         max_new_tokens, temperature, stop_at_eos: How every point samples its responses.
         eval_seed: Sampling seed of every trained policy's evaluation.
         batch_size: Prompts per generation batch (Best-of-N: candidates per batch).
+        compile_generation: Evaluate and draw Best-of-N candidates with the compiled decode step
+            (same tokens; compiled once for the whole sweep).
         positive_label: The classifiers' positive label.
         device: Where runs train and points are evaluated (``cpu`` or ``gpu``).
     """
@@ -64,6 +66,7 @@ class FrontierSettings:
     stop_at_eos: bool = False
     eval_seed: int = 0
     batch_size: int = 256
+    compile_generation: bool = False
     positive_label: str = "POSITIVE"
     device: str = "cpu"
     base_dir: Path = Path(".")

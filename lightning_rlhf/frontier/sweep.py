@@ -102,7 +102,8 @@ class Sweep:
         """Figures of the policy at ``path`` on the held-out prompts (``evaluate_policy``)."""
         s = self.s
         result = evaluate_policy(name, path, self._reference(), self._reward(), self.prompts(), s.max_new_tokens,
-                                 s.temperature, s.batch_size, s.eval_seed, s.stop_at_eos, self.device, self._judge())
+                                 s.temperature, s.batch_size, s.eval_seed, s.stop_at_eos, self.device, self._judge(),
+                                 s.compile_generation)
         return result.figures
 
     def reference_point(self) -> dict:
@@ -118,7 +119,8 @@ class Sweep:
             s = self.s
             start = time.perf_counter()
             results = best_of_n(s.reference, self._reward(), self.prompts(), s.best_of_n, s.max_new_tokens,
-                                s.temperature, s.batch_size, seed, s.stop_at_eos, self.device, self._judge())
+                                s.temperature, s.batch_size, seed, s.stop_at_eos, self.device, self._judge(),
+                                s.compile_generation)
             points = [{**r.figures, "best_of": int(r.name.rsplit("-", 1)[1])} for r in results]
             write_json(path, {"method": "best-of-n", "seed": seed, "wall_s": round(time.perf_counter() - start, 1),
                               "points": points})

@@ -394,8 +394,7 @@ class PPOModule(L.LightningModule):
         k = self.hparams.samples_per_prompt
         repeated = [p for p in prompts for _ in range(k)]
         texts = generate_texts(self.policy.lm, self.tokenizer, repeated, max_new_tokens, temperature, seed,
-                               stop_at_eos=self.hparams.stop_at_eos,
-                               compile_generation=self.hparams.compile_generation)
+                               stop_at_eos=self.hparams.stop_at_eos)
         scores = self.score_norm(self.reward_call(repeated, texts).to(self.device))
         rows = [{"prompt": p, "response": t, "reward": float(s)}
                 for p, t, s in zip(repeated, texts, scores.tolist(), strict=True)]
