@@ -19,19 +19,17 @@ LoRA layers injected into them take part. Architectures other than GPT-2 have no
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import torch
 import torch.nn.functional as F
+from transformers.pytorch_utils import Conv1D
 
 from lightning_rlhf.models.forward import hf_model, lm_head_fp32
 from lightning_rlhf.rl.logprobs import logprobs_from_logits
 
 
-def _gpt2(model: torch.nn.Module):
-    lm = hf_model(model)
-    return lm, lm.config, lm.base_model
-
-
-def decode_step(model: torch.nn.Module, keys: list[torch.Tensor], values: list[torch.Tensor],
+def decode_step(model: torch.nn.Module, trunk: torch.nn.Module, keys: list[torch.Tensor], values: list[torch.Tensor],
                 token: torch.Tensor, position: torch.Tensor, slot: torch.Tensor, key_mask: torch.Tensor,
                 noise: torch.Tensor, finished: torch.Tensor, temperature: float, eos_token_id: int | None,
                 pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,6 +37,8 @@ def decode_step(model: torch.nn.Module, keys: list[torch.Tensor], values: list[t
     and sample the next token.
 
     Args:
+        model: the causal LM, whose output embedding gives the fp32 LM head.
+        trunk: its GPT-2 trunk (``StaticDecoder.trunk``: under autocast, a copy with pre-cast weights).
         keys, values: per layer (b, heads, length, head_dim), written in place.
         key_mask: (b, length) bool, which cache slots hold real tokens; ``slot`` is set in place.
         noise: (b, vocab) Exp(1) draws; all ones picks the most likely token (greedy).
@@ -47,8 +47,8 @@ def decode_step(model: torch.nn.Module, keys: list[torch.Tensor], values: list[t
         next tokens (b,), their float32 log-probs under ``softmax(logits / temperature)``
         (0 for finished rows) and the updated ``finished`` (b,).
     """
-    lm, config, base = _gpt2(model)
-    b, heads = token.shape[0], config.n_head
+    base = trunk
+    b, heads = token.shape[0], base.config.n_head
     key_mask.index_fill_(1, slot, True)
     attn_mask = key_mask[:, None, None, :]
     h = base.wte(token) + base.wpe(position)
@@ -79,10 +79,17 @@ class StaticDecoder:
     Parameters are read at call time (not baked into the graph), so optimizer steps on the
     policy are followed without recompiling. New shapes (batch size, cache length) compile once
     more; cache lengths are rounded up to a multiple of 16 to keep those few.
+
+    Under autocast the step runs on a copy of the trunk whose matrix weights are already in the
+    autocast dtype, refreshed from the model once per rollout: autocast would otherwise cast
+    every weight again at every token, which at decode batch sizes costs more than the matrix
+    products. Norms, embeddings and the residual stream stay fp32, so the numbers are those of
+    the autocast forward.
     """
 
     def __init__(self, model: torch.nn.Module, mode: str | None = None) -> None:
         self.model = model
+        self._cast: tuple[torch.dtype, torch.nn.Module] | None = None
         if mode is None:
             mode = "reduce-overhead" if next(model.parameters()).device.type == "cuda" else "default"
         self.step = torch.compile(decode_step, mode=mode, dynamic=False, fullgraph=True)
@@ -97,6 +104,24 @@ class StaticDecoder:
         if config.reorder_and_upcast_attn or config.add_cross_attention:
             return "GPT-2 with reorder_and_upcast_attn or cross-attention"
         return None
+
+    def trunk(self) -> torch.nn.Module:
+        """The trunk for this rollout: the model's own, or under autocast its pre-cast copy."""
+        base = hf_model(self.model).base_model
+        device = next(base.parameters()).device.type
+        if not torch.is_autocast_enabled(device):
+            return base
+        dtype = torch.get_autocast_dtype(device)
+        if self._cast is None or self._cast[0] != dtype:
+            copy = deepcopy(base).requires_grad_(False)
+            for module in copy.modules():
+                if isinstance(module, (Conv1D, torch.nn.Linear)):
+                    module.to(dtype)
+            self._cast = dtype, copy
+        else:
+            for mine, theirs in zip(self._cast[1].parameters(), base.parameters(), strict=True):
+                mine.copy_(theirs)
+        return self._cast[1]
 
     @staticmethod
     def cache_length(prompt_len: int, max_new_tokens: int) -> int:

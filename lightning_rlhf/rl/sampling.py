@@ -154,9 +154,10 @@ def _static_steps(static, decode, model, tokens, logprobs, finished, attention_m
         key_mask[:, :q] = attention_mask.bool()
         position, slot = position_ids[:, -1] + 1, torch.tensor([q], device=device)
         token, vocab = tokens[-1], hf_model(model).get_output_embeddings().weight.shape[0]
+        trunk = static.trunk()
         for _ in range(1, max_new_tokens):
             noise = exponential_noise((b, vocab), device, generator, greedy)
-            token, logp, finished = static.step(model, keys, values, token, position, slot, key_mask, noise,
+            token, logp, finished = static.step(model, trunk, keys, values, token, position, slot, key_mask, noise,
                                                 finished, temperature, eos_token_id, pad_token_id)
             tokens.append(token.clone())
             logprobs.append(logp.clone())
