@@ -13,6 +13,7 @@ from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.rl.logprobs import logprob_mismatch
 from lightning_rlhf.rl.masking import response_mask_after_stop
 from lightning_rlhf.rl.sampling import sample_responses
+from lightning_rlhf.rl.token_sampling import exponential_noise, sample_token
 
 IDS = torch.tensor([[1, 1, 5, 6], [7, 8, 9, 10], [1, 11, 12, 13]])
 MASK = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
@@ -27,6 +28,28 @@ def model(tiny_gpt2_config):
 def tiny_gpt2_config():
     from conftest import TINY_GPT2
     return {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
+
+
+def test_sample_token_by_hand():
+    logits = torch.tensor([[0.0, torch.log(torch.tensor(3.0))], [0.0, 0.0]])  # probs [1/4, 3/4] and [1/2, 1/2]
+    noise = torch.tensor([[1.0, 4.0], [1.0, 0.5]])  # probs / noise: [1/4, 3/16] -> 0 and [1/2, 1] -> 1
+    token, logp, finished = sample_token(logits, noise, 1.0, torch.tensor([False, True]), eos_token_id=0,
+                                         pad_token_id=7)
+    assert token.tolist() == [0, 7], "row 0 drew token 0 (EOS); row 1 had finished, so padding"
+    torch.testing.assert_close(logp, torch.tensor([torch.log(torch.tensor(0.25)), 0.0]))
+    assert finished.tolist() == [True, True]
+    greedy = sample_token(logits, exponential_noise((2, 2), torch.device("cpu"), None, greedy=True), 1.0,
+                          torch.zeros(2, dtype=torch.bool), None, 7)[0]
+    assert greedy.tolist() == [1, 0]
+
+
+def test_exponential_noise_draws_what_multinomial_draws():
+    probs = torch.softmax(3 * torch.randn(16, 300, generator=torch.Generator().manual_seed(0)), -1)
+    a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for _ in range(5):
+        expected = torch.multinomial(probs, 1, generator=a).squeeze(-1)
+        assert torch.equal((probs / exponential_noise(probs.shape, probs.device, b, False)).argmax(-1), expected)
+    assert torch.equal(a.get_state(), b.get_state())
 
 
 def _both(model, eos, k=2, n=10, **kw):

@@ -7,7 +7,8 @@ bookkeeping) is written here as one function of fixed-shape tensors and compiled
 cache has the rollout's full length, the write slot and positions are tensors, and the only
 Python per token is the call.
 
-Sampling draws ``argmax(probs / q)`` with ``q ~ Exp(1)`` drawn outside the graph from the run's
+Sampling (``rl.token_sampling.sample_token``, shared with the eager loop) draws
+``argmax(probs / q)`` with ``q ~ Exp(1)`` drawn outside the graph from the run's
 ``torch.Generator``: exactly what ``torch.multinomial(probs, 1)`` computes from the same
 generator state, so the compiled and eager samplers give the same tokens and consume the
 generator alike (exact resume either way).
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from transformers.pytorch_utils import Conv1D
 
 from lightning_rlhf.models.forward import hf_model, lm_head_fp32
-from lightning_rlhf.rl.logprobs import logprobs_from_logits
+from lightning_rlhf.rl.token_sampling import sample_token
 
 
 def decode_step(model: torch.nn.Module, trunk: torch.nn.Module, keys: list[torch.Tensor], values: list[torch.Tensor],
@@ -47,8 +48,8 @@ def decode_step(model: torch.nn.Module, trunk: torch.nn.Module, keys: list[torch
         next tokens (b,), their float32 log-probs under ``softmax(logits / temperature)``
         (0 for finished rows) and the updated ``finished`` (b,).
     """
-    base = trunk
-    b, heads = token.shape[0], base.config.n_head
+    base, b = trunk, token.shape[0]
+    heads = base.config.n_head
     key_mask.index_fill_(1, slot, True)
     attn_mask = key_mask[:, None, None, :]
     h = base.wte(token) + base.wpe(position)
@@ -63,14 +64,7 @@ def decode_step(model: torch.nn.Module, trunk: torch.nn.Module, keys: list[torch
         h = h + attn.c_proj(out.reshape(b, -1).to(h.dtype))
         h = h + block.mlp(block.ln_2(h))
     logits = lm_head_fp32(model, base.ln_f(h))
-    probs = torch.softmax(logits / temperature, dim=-1)
-    nxt = (probs / noise).argmax(-1)
-    logprobs = logprobs_from_logits(logits, nxt, temperature)
-    if eos_token_id is not None:
-        nxt = torch.where(finished, torch.full_like(nxt, pad_token_id), nxt)
-        logprobs = logprobs.masked_fill(finished, 0.0)
-        finished = finished | (nxt == eos_token_id)
-    return nxt, logprobs, finished
+    return sample_token(logits, noise, temperature, finished, eos_token_id, pad_token_id)
 
 
 class StaticDecoder:
