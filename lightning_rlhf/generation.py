@@ -26,7 +26,6 @@ def generate_texts(
     temperature: float = 0.7,
     seed: int = 0,
     stop_at_eos: bool = True,
-    compile_generation: bool = False,
 ) -> list[str]:
     """Sample one continuation per prompt with a private seeded generator (repeatable tables)."""
     device = next(model.parameters()).device
@@ -35,7 +34,7 @@ def generate_texts(
     eos = tokenizer.eos_token_id if stop_at_eos else None
     responses = sample_responses(
         model, enc["input_ids"], enc["attention_mask"], max_new_tokens, temperature,
-        generator, eos, tokenizer.pad_token_id, compile_generation=compile_generation,
+        generator, eos, tokenizer.pad_token_id,
     )
     return decode_responses(tokenizer, responses, response_mask_after_stop(responses, eos))
 
