@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import signal
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -15,7 +18,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import lightning_rlhf.modules  # noqa: F401  (registers SFTModule, ... for --model=Name)
 from lightning_rlhf.callbacks import InterruptCheckpoint, RunProgress
 from lightning_rlhf.data import IMDBDataModule
-from lightning_rlhf.errors import run_console
+from lightning_rlhf.errors import (
+    ConfigError,
+    MissingInputError,
+    check_output_folder,
+    first_line,
+    run_console,
+    user_message,
+)
 from lightning_rlhf.precision import cpu_bf16_flags, resolve_cpu_precision
 
 
@@ -36,6 +46,77 @@ class TokenizerRecipe:
     max_reviews: int | None = None
 
 
+CKPT_SPECIAL = ("best", "last", "hpc", "registry")  # ckpt_path values Lightning resolves itself
+_RESUME = ("give the .ckpt file to resume from (the run's checkpoint.dirpath holds last.ckpt, and "
+           "interrupted.ckpt after a stop)")
+
+
+def _is_checkpoint_file(path: Path) -> bool:
+    """Whether ``path`` looks like a Lightning checkpoint: a ``torch.save`` zip whose pickle (the small
+    part without the tensors) has Lightning's version key, or a legacy-format pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                pickles = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+                return bool(pickles) and b"pytorch-lightning_version" in archive.read(pickles[0])
+        with open(path, "rb") as f:
+            return f.read(1) == b"\x80"  # pickle protocol 2+: torch's legacy format
+    except (OSError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"--ckpt_path '{path}' cannot be read ({err}); {_RESUME}") from err
+
+
+def check_ckpt_path(ckpt_path: Any) -> None:
+    """``--ckpt_path`` names a checkpoint file (or a value Lightning resolves: last, best, hpc, a URL)."""
+    if ckpt_path is None:
+        return
+    path = str(ckpt_path)
+    if path in CKPT_SPECIAL or path.startswith("registry:") or "://" in path:
+        return
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise MissingInputError(f"--ckpt_path '{path}' does not exist; {_RESUME}, or leave --ckpt_path out to "
+                                f"start afresh")
+    if file.is_dir():
+        found = sorted(p.name for p in file.glob("*.ckpt"))
+        inside = (f"e.g. --ckpt_path {file / ('last.ckpt' if 'last.ckpt' in found else found[0])}" if found else
+                  "that folder holds no .ckpt file (to start from an exported model folder, set the model's "
+                  "*_name_or_path to it instead)")
+        raise ConfigError(f"--ckpt_path '{path}' is a folder, not a checkpoint file; {_RESUME}: {inside}")
+    if not _is_checkpoint_file(file):
+        raise ConfigError(f"--ckpt_path '{path}' is not a Lightning checkpoint (the .ckpt files a run's "
+                          f"ModelCheckpoint writes); {_RESUME}")
+
+
+def _init_args(spec: Any) -> dict:
+    """The ``init_args`` of a ``class_path`` setting (a jsonargparse Namespace or a dict), as a dict."""
+    init = spec.get("init_args") if hasattr(spec, "get") else None
+    if hasattr(init, "as_dict"):
+        init = init.as_dict()
+    return init if isinstance(init, dict) else {}
+
+
+def _class_name(spec: Any) -> str:
+    return str(spec.get("class_path") or "").rsplit(".", 1)[-1] if hasattr(spec, "get") else ""
+
+
+def check_output_paths(config: Any) -> None:
+    """Folders the run writes (root dir, logger, checkpoints, export, tokenizer) must not be files."""
+    trainer = config.trainer
+    folders = [("--trainer.default_root_dir", trainer.get("default_root_dir"))]
+    loggers = trainer.get("logger")
+    for spec in loggers if isinstance(loggers, list) else [loggers]:
+        init = _init_args(spec)
+        folders += [(f"trainer.logger ({_class_name(spec)}) {key}", init.get(key)) for key in ("save_dir", "root_dir")]
+    for spec in trainer.get("callbacks") or []:
+        folders.append((f"trainer.callbacks ({_class_name(spec)}) dirpath", _init_args(spec).get("dirpath")))
+    folders.append(("checkpoint.dirpath", (config.get("checkpoint") or {}).get("dirpath")))
+    folders.append(("model.init_args.export_dir", _init_args(config.get("model")).get("export_dir")))
+    folders.append(("build_tokenizer.out", (config.get("build_tokenizer") or {}).get("out")))
+    for option, path in folders:
+        if isinstance(path, str | Path) and str(path) and "://" not in str(path):
+            check_output_folder(path, option)
+
+
 class RLHFCLI(LightningCLI):
     """Adds ``checkpoint`` (ModelCheckpoint keeping last + best), ``interrupt_checkpoint`` and
     ``build_tokenizer``; replaces Lightning's progress bar with ``RunProgress``; keeps a CPU run's
@@ -47,8 +128,44 @@ class RLHFCLI(LightningCLI):
         parser.add_class_arguments(TokenizerRecipe, "build_tokenizer")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except UnicodeDecodeError as err:  # jsonargparse reads a --config that is not text
+            argv = args if isinstance(args, list) else sys.argv[1:]
+            named = [b for a, b in zip(argv, argv[1:], strict=False) if a == "--config"]
+            named += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+            shown = " or ".join(f"'{n}'" for n in named) or "a config file"
+            raise ConfigError(f"--config {shown} is not a text (YAML) file ({err.reason} at byte {err.start}); "
+                              f"give a .yaml config such as configs/offline/sft.yaml") from err
+        subcommand = self.config.get("subcommand")
+        if subcommand:  # before Lightning reads the checkpoint's hyperparameters (_parse_ckpt_path)
+            check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the config's model by the one whose hyperparameters the checkpoint holds:
+        a checkpoint of another stage would silently resume that stage instead."""
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        wanted = str(model.get("class_path") or "") if hasattr(model, "get") else ""
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        try:
+            super()._parse_ckpt_path()
+        except ArgumentError as err:
+            raise ConfigError(f"--ckpt_path '{ckpt}': the hyperparameters saved in it do not fit the config's "
+                              f"model ({user_message(err) or first_line(err)}); resume with a checkpoint of this "
+                              f"run's own stage and version") from err
+        model = self.config[subcommand].get("model") if subcommand else None
+        found = str(model.get("class_path") or "") if hasattr(model, "get") else ""
+        ours, theirs = wanted.rsplit(".", 1)[-1], found.rsplit(".", 1)[-1]
+        if ours and theirs and ours != theirs:  # names, not paths: a class has several import paths
+            raise ConfigError(f"--ckpt_path '{ckpt}' was written by {theirs}, but the config trains {ours}; "
+                              f"resume a {ours} run with its own last.ckpt (in its checkpoint.dirpath), or start "
+                              f"from the {theirs} export instead of its checkpoint")
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_output_paths(config)
         precision, notice = resolve_cpu_precision(config.trainer.precision, str(config.trainer.accelerator),
                                                   cpu_bf16_flags())
         if notice:

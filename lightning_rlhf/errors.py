@@ -14,6 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class InputError(Exception):
@@ -54,12 +55,42 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# what jsonargparse adds when a class setting may also be a path or a list (callbacks, logger)
+_CLASS_UNION_NOISE = ("Expected a path but", "Not a valid subclass of", "Subclass types expect one of",
+                      "a class path (str)", "a dict with", "a dict without")
+_IMPORT_FAILURE = ("No module named", "has no attribute", "cannot import", "is not a class")
+
+
+def _class_path_message(text: str) -> str | None:
+    """A class_path that does not import, or names a class of the wrong kind, in one sentence."""
+    key = re.match(r'\s*Parser key "([\w.]+)":', text)
+    where = f"{key.group(1)}: " if key else ""
+    problem = re.search(r"Problem with given class_path '([\w.]+)':\s*\n\s*(.+)", text)
+    if problem and any(word in problem.group(2) for word in _IMPORT_FAILURE):
+        return (f"{where}class_path '{problem.group(1)}' does not import ({problem.group(2).strip()}); "
+                f"check its spelling (package.module.ClassName) or install the package that has it")
+    wrong = re.search(r"Import path (?:([\w.]+) )?does not correspond to a subclass of (\w+)", text)
+    if wrong:
+        given = wrong.group(1) or next(iter(re.findall(r"Given value: ([\w.]+)\s*$", text)), None)
+        shown = f"'{given}'" if given else "the class_path given"
+        return f"{where}{shown} is not a {wrong.group(2)}; give the class_path of a {wrong.group(2)} class"
+    return None
+
+
 def _parser_message(text: str, prog: str) -> str:
     """jsonargparse's report, without the Union bookkeeping and the ``Namespace(...)`` dump."""
+    special = _class_path_message(text)
+    if special is not None:
+        message = special.replace("Option '", "option '")
+        return f"{message}; see `{prog} --help` (a module's options: `--model.help <Module>`)"
     lines = [line.strip(" -") for line in text.splitlines()]
-    kept = [line for line in lines if line and not line.startswith(_NOISE)]
+    union = "Problem with given class_path" in text  # the other alternatives' complaints are noise
+    noise = _NOISE + (_CLASS_UNION_NOISE if union else ())
+    kept = [line for line in lines if line and not line.startswith(noise)
+            and not (union and line.startswith("Expected a ") and "Got value" not in line)]
     message = _one_line(" ".join(kept))
-    message = re.sub(r'Parser key "(\w+)": Problem with given class_path \'(?:\w+\.)*(\w+)\':', r"\1 (\2):", message)
+    message = re.sub(r'Parser key "([\w.]+)": Problem with given class_path \'(?:\w+\.)*(\w+)\':', r"\1 (\2):",
+                     message)
     message = re.sub(r'Parser key "([\w.]+)":', r"\1:", message).replace("Option '", "option '")
     message = re.sub(r"Expected a <class '(\w+)'>\. Got value: (\S+)", r"expected a \1, got '\2'", message)
     message = re.sub(r"Expected a typing\.Literal\[(.*)\]\. Got value: (\S+)", r"expected one of \1, got '\2'", message)
@@ -106,3 +137,56 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{message}; `{self.prog} --help` lists the options")
+
+
+def check_output_folder(path: str | os.PathLike, option: str) -> None:
+    """``path`` is a folder a command will create or write into: refuse a file there, or a file in
+    place of one of its parent folders, before any work is done."""
+    target = Path(os.path.expanduser(str(path)))
+    for folder in (target, *target.parents):
+        if folder.exists():
+            if folder.is_dir():
+                return
+            where = "is a file" if folder == target else f"lies inside '{folder}', which is a file"
+            raise ConfigError(f"{option} '{path}' {where}, not a folder; give a folder path (it is created "
+                              f"when missing), or move the file away")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0 (a sampling temperature)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got '{text}'") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def device_arg(text: str) -> str:
+    """argparse type: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"'{text}': this machine (or this torch build) has no CUDA GPU; "
+                                             f"use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"'{text}': this machine has {torch.cuda.device_count()} CUDA "
+                                             f"device(s), numbered from 0")
+    return text

@@ -41,8 +41,12 @@ def adamw_with_schedule(
 
 
 def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only; biases and norms are left alone (as in nanoGPT)."""
+    """Weight decay on matrices only; biases and norms are left alone (as in nanoGPT). Without
+    decay, one group in the module's order: two would change nothing but the order in which the
+    gradient-norm clip sums, and so the last bits of earlier runs."""
     params = [p for p in module.parameters() if p.requires_grad]
+    if weight_decay == 0:
+        return [{"params": params, "weight_decay": 0.0}]
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import yaml
 
-from lightning_rlhf.errors import ArgumentParser, ConfigError, MissingInputError, UnreachableError, run_console
+from lightning_rlhf.errors import (
+    ArgumentParser,
+    ConfigError,
+    MissingInputError,
+    UnreachableError,
+    first_line,
+    positive_int,
+    run_console,
+)
 from lightning_rlhf.hub import hub_cached, hub_reachable, looks_like_local_path
 
 LOCAL_DATA = "../shared/data/imdb"
@@ -34,7 +42,44 @@ PRESETS_ROOT = Path("configs")
 def _load_yaml(path: Path) -> dict:
     if not path.exists():
         raise MissingInputError(f"'{path}' does not exist; run from the repository root or pass --configs")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"'{path}' is not a readable YAML file ({first_line(err)}); fix it, or copy the file "
+                          f"of the same name from configs/offline/") from err
+    if not isinstance(data, dict | None):
+        raise ConfigError(f"'{path}' holds a {type(data).__name__}, not a mapping of settings; copy the file of "
+                          f"the same name from configs/offline/ and edit that")
+    return data or {}
+
+
+def _try_yaml(path: Path) -> dict:
+    """A config of the preset folder, or {} for one that does not parse (listing choices only)."""
+    try:
+        return _load_yaml(path)
+    except ConfigError:
+        return {}
+
+
+def check_plan(folder: Path, plan: dict, stages: list[str] | None = None) -> None:
+    """``pipeline.yaml`` lists stages by name, and tests and evaluates only stages it has; with
+    ``stages`` (those that run, once ``--algo`` has chosen the RL stages) also the evaluated ones."""
+    where = f"'{folder / 'pipeline.yaml'}'"
+    planned = plan.get("stages")
+    if not isinstance(planned, list) or not planned or not all(isinstance(n, str) for n in planned):
+        raise ConfigError(f"{where} needs `stages:`, a list of stage names (each <name>.yaml in {folder}), "
+                          f"e.g. [sft, reward, ppo]")
+    evaluate = plan.get("evaluate") or {}
+    if not isinstance(evaluate, dict):
+        raise ConfigError(f"{where}: evaluate must be a mapping such as {{policies: [sft, ppo], num_prompts: 512}}")
+    for key, names, known in (("test", plan.get("test") or [], planned),
+                              ("evaluate.policies", evaluate.get("policies") or [], stages)):
+        if not isinstance(names, list):
+            raise ConfigError(f"{where}: {key} must be a list of stage names, got {names!r}")
+        unknown = [n for n in names if known is not None and n not in known]
+        if unknown:
+            raise ConfigError(f"{where}: {key} names {unknown[0]!r}, which is not one of its stages "
+                              f"({', '.join(known)})")
 
 
 def _init_args(config: dict) -> dict:
@@ -85,12 +130,13 @@ def choose_algorithms(folder: Path, stages: dict[str, dict], evaluate: dict, alg
     if not algo:
         return stages, evaluate
     names = [a.strip() for a in algo.split(",") if a.strip()]
+    if not names:
+        raise ConfigError(f"--algo '{algo}' names no algorithm; give one or a comma list, e.g. --algo ppo,rloo")
     chosen = {}
     for name in names:
         config = _load_yaml(folder / f"{name}.yaml") if (folder / f"{name}.yaml").exists() else None
         if config is None or not _is_rl_stage(config):
-            available = sorted(p.stem for p in folder.glob("*.yaml")
-                               if _is_rl_stage(yaml.safe_load(p.read_text()) or {}))
+            available = sorted(p.stem for p in folder.glob("*.yaml") if _is_rl_stage(_try_yaml(p)))
             raise MissingInputError(f"--algo {name}: '{folder / name}.yaml' is not an RL config of this preset; "
                                     f"choose from {', '.join(available) or 'none'}")
         chosen[name] = config
@@ -108,7 +154,8 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--preset", default="offline", help="a folder under configs/: offline (CPU) or gpt2 (GPU, hub)")
     p.add_argument("--configs", help="a preset folder of your own (instead of configs/<preset>)")
     p.add_argument("--data", help=f"IMDB source; default {LOCAL_DATA} when it exists, else {HUB_DATA}")
-    p.add_argument("--num-prompts", type=int, help="held-out prompts for the evaluation (default: the preset's)")
+    p.add_argument("--num-prompts", type=positive_int,
+                   help="held-out prompts for the evaluation (default: the preset's)")
     p.add_argument("--skip-existing", action="store_true", help="skip stages whose export already exists")
     p.add_argument("--algo", help="RL stage(s) to run instead of the preset's: ppo, rloo, grpo, dpo, or a comma list")
     args = p.parse_args(argv)
@@ -119,10 +166,17 @@ def _main(argv: list[str]) -> None:
         raise MissingInputError(f"no preset at '{folder}' (no pipeline.yaml there); presets: "
                                 f"{', '.join(known) or 'none found: run from the repository root'}")
     plan = _load_yaml(folder / "pipeline.yaml")
-    stages = {name: _load_yaml(folder / f"{name}.yaml") for name in plan.get("stages", [])}
-    if not stages:
-        raise ConfigError(f"'{folder / 'pipeline.yaml'}' lists no stages")
+    check_plan(folder, plan)  # the evaluated policies are checked once --algo has chosen the stages
+    stages = {name: _load_yaml(folder / f"{name}.yaml") for name in plan["stages"]}
     stages, evaluate = choose_algorithms(folder, stages, plan.get("evaluate") or {}, args.algo)
+    check_plan(folder, {**plan, "evaluate": evaluate}, list(stages))
+    if not any(_init_args(c).get("export_dir") for c in stages.values()):
+        raise ConfigError(f"no stage of '{folder}' sets model.init_args.export_dir, so the pipeline has no "
+                          f"artifacts folder; set it in each stage config (see configs/offline/)")
+    if args.data and looks_like_local_path(args.data) and not Path(args.data).expanduser().exists():
+        raise MissingInputError(f"--data '{args.data}' does not exist; give a folder of train/test "
+                                f".parquet/.jsonl/.csv files, an extracted aclImdb/ folder, or a hub id such as "
+                                f"{HUB_DATA}")
     data = args.data or (LOCAL_DATA if Path(LOCAL_DATA).exists() else HUB_DATA)
     where = "local copy" if Path(data).exists() else "Hugging Face hub"
     print(f"preset: {folder}; stages: {' -> '.join([*stages, 'eval'])}; data: {data} ({where})", flush=True)

@@ -18,10 +18,18 @@ import torch
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.data.collate import pad_rows
 from lightning_rlhf.data.preferences import make_pairs
-from lightning_rlhf.errors import ArgumentParser, ConfigError, run_console
+from lightning_rlhf.errors import (
+    ArgumentParser,
+    ConfigError,
+    check_output_folder,
+    device_arg,
+    positive_float,
+    positive_int,
+    run_console,
+)
 from lightning_rlhf.export import write_text_atomic
 from lightning_rlhf.generation import decode_responses
-from lightning_rlhf.models.loading import load_causal_lm
+from lightning_rlhf.models.loading import check_model_input, load_causal_lm
 from lightning_rlhf.rewards import build_reward
 from lightning_rlhf.rl.masking import response_mask_after_stop
 from lightning_rlhf.rl.sampling import sample_responses
@@ -79,21 +87,24 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--samples-per-prompt", type=int, default=4)
     p.add_argument("--pairs", default="all", choices=["all", "best_worst"])
     p.add_argument("--min-margin", type=float, default=0.0, help="keep pairs whose scores differ by more")
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-new-tokens", type=positive_int, default=24)
+    p.add_argument("--temperature", type=positive_float, default=0.7)
     p.add_argument("--stop-at-eos", action="store_true")
     p.add_argument("--prompt-min-tokens", type=int, default=2)
     p.add_argument("--prompt-max-tokens", type=int, default=8)
     p.add_argument("--min-review-chars", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=64, help="prompts per generation batch")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="prompts per generation batch")
     p.add_argument("--shard-size", type=int, default=500, help="prompts per shard (the unit a rerun skips)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if (args.reward_model is None) == (args.reward_fn is None):
         p.error("give exactly one of --reward-model and --reward-fn")
     if args.samples_per_prompt < 2 or args.num_prompts < 1 or args.shard_size < 1:
         p.error("--samples-per-prompt must be at least 2, --num-prompts and --shard-size at least 1")
+    check_model_input(args.policy, "--policy")
+    check_model_input(args.reward_model, "--reward-model")
+    check_output_folder(args.out, "--out")
 
     start, out = time.perf_counter(), Path(args.out)
     dm = IMDBDataModule(data_path=args.data, tokenizer=args.policy, shape="prompts", seed=args.seed,

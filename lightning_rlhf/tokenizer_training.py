@@ -14,9 +14,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from lightning_rlhf.data.sources import load_reviews
-from lightning_rlhf.errors import ArgumentParser, run_console
+from lightning_rlhf.errors import ArgumentParser, ConfigError, check_output_folder, positive_int, run_console
 
 EOS, PAD = "<|endoftext|>", "<pad>"
+MIN_VOCAB = 256 + 2  # the byte alphabet and the two special tokens come before any merge
 
 
 def train_bpe_tokenizer(texts: Iterator[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -46,6 +47,8 @@ def build_tokenizer(data: str, out: str, vocab_size: int = 8192, max_reviews: in
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(tmp)
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()  # an empty folder made beforehand: the tokenizer takes its place
     if target.exists():  # another process built it meanwhile: same data, same tokenizer
         shutil.rmtree(tmp)
     else:
@@ -58,8 +61,16 @@ def _main(argv: list[str]) -> None:
     parser.add_argument("--data", required=True, help="IMDB source: hub id, folder or file")
     parser.add_argument("--out", required=True, help="folder to save the tokenizer to")
     parser.add_argument("--vocab-size", type=int, default=8192)
-    parser.add_argument("--max-reviews", type=int, default=None, help="train on the first N")
+    parser.add_argument("--max-reviews", type=positive_int, default=None, help="train on the first N")
     args = parser.parse_args(argv)
+    if args.vocab_size < MIN_VOCAB:
+        parser.error(f"--vocab-size must be at least {MIN_VOCAB} (256 byte tokens, {EOS} and {PAD}), "
+                     f"got {args.vocab_size}")
+    out = Path(args.out).expanduser()
+    check_output_folder(args.out, "--out")
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--out '{args.out}' already exists and is not empty; delete it to train a new tokenizer "
+                          f"(models trained with the old one need it), or choose another --out")
     build_tokenizer(args.data, args.out, args.vocab_size, args.max_reviews)
 
 

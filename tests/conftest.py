@@ -127,3 +127,11 @@ def wordpiece_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     build_from_config(config, "classifier", seed=0).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in an empty folder of its own, so nothing it reads or writes by a relative
+    path (``artifacts/``, ``lightning_logs/``, configs) depends on what the checkout holds, or on a
+    pipeline writing there at the same time. Tests that need the repository use absolute paths."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

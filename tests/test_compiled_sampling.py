@@ -121,12 +121,58 @@ def test_bf16_compiled_logprobs_agree_with_fp32(tiny_gpt2_config):
     assert logprob_mismatch(logprobs, in_bf16, response_mask)[0] < mean, "a bf16 trainer is closer still"
 
 
-def test_models_without_a_static_path_fall_back_with_one_notice(tiny_gpt2_config):
-    other = build_from_config({**tiny_gpt2_config, "reorder_and_upcast_attn": True}, "causal_lm", seed=0).eval()
-    assert StaticDecoder.supports(other) is not None
+def test_inverse_layer_idx_scaling_is_applied_once(tiny_gpt2_config):
+    """transformers folds 1 / (layer + 1) into ``attn.scaling``; the step must not divide again."""
+    flagged = build_from_config({**tiny_gpt2_config, "n_layer": 3, "initializer_range": 0.3,
+                                 "scale_attn_by_inverse_layer_idx": True}, "causal_lm", seed=0).eval()
+    assert StaticDecoder.supports(flagged) is None
+    both = _both(flagged, None)
+    assert torch.equal(both[False][0], both[True][0])
+    torch.testing.assert_close(both[False][1], both[True][1], rtol=0, atol=1e-5)
+
+
+# GPT-2 options the step takes from the model's own modules; run eagerly (the graph is the same
+# Python), so each flag costs no compile
+GPT2_FLAGS = [{"scale_attn_weights": False}, {"activation_function": "relu"}, {"n_inner": 48},
+              {"layer_norm_epsilon": 0.5}, {"tie_word_embeddings": False},
+              {"scale_attn_by_inverse_layer_idx": True, "n_layer": 3}]
+
+
+@pytest.mark.parametrize("flags", GPT2_FLAGS, ids=lambda f: next(iter(f)))
+def test_the_step_implements_each_gpt2_flag(tiny_gpt2_config, flags, monkeypatch):
+    flagged = build_from_config({**tiny_gpt2_config, "initializer_range": 0.3, **flags}, "causal_lm",
+                                seed=0).eval()
+    assert StaticDecoder.supports(flagged) is None
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    both = _both(flagged, None, n=6)
+    assert torch.equal(both[False][0], both[True][0]), flags
+    torch.testing.assert_close(both[False][1], both[True][1], rtol=0, atol=1e-5)
+    trainer, response_mask = _trainer_logprobs(flagged, both[True][0], None)
+    assert logprob_mismatch(both[True][1], trainer, response_mask)[1] < 1e-5
+
+
+@pytest.mark.parametrize("flag", ["reorder_and_upcast_attn", "add_cross_attention"])
+def test_models_without_a_static_path_fall_back_with_one_notice(tiny_gpt2_config, flag):
+    other = build_from_config({**tiny_gpt2_config, flag: True}, "causal_lm", seed=0).eval()
+    assert flag in StaticDecoder.supports(other)
     with pytest.warns(UserWarning, match="compile_generation: .*eager loop"):
         fallback = _both(other, None)
     assert torch.equal(fallback[False][0], fallback[True][0])
+
+
+def test_models_sampled_with_the_compiled_step_are_freed(model):
+    import gc
+    import weakref
+
+    refs = []
+    for seed in range(3):
+        policy = build_from_config({**model.config.to_dict()}, "causal_lm", seed=seed).eval()
+        sample_responses(policy, IDS, MASK, 10, 0.7, torch.Generator().manual_seed(0), None, 1,
+                         samples_per_prompt=2, compile_generation=True)
+        refs.append(weakref.ref(policy))
+        del policy
+    gc.collect()
+    assert all(ref() is None for ref in refs), "the decoder registry keeps no model alive"
 
 
 def test_a_failing_compile_falls_back_and_leaves_the_draws_unchanged(model, monkeypatch):

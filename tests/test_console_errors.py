@@ -63,6 +63,8 @@ def test_bad_inputs_end_with_one_error_line(fresh_checkout, tmp_path, tokenizer_
         (["lightning-rlhf", "fit", "--config", "configs/offline/sft.yaml", "--model.init_args.learning_rate", "abc"],
          ["learning_rate: expected a float, got 'abc'"]),
         (["lightning-rlhf", "fit", "--config", "no/such.yaml"], ["does not exist"]),
+        (["lightning-rlhf", "fit", "--config", "configs/offline/ppo.yaml", "--ckpt_path", "does/not/exist.ckpt"],
+         ["--ckpt_path 'does/not/exist.ckpt' does not exist", "last.ckpt"]),
         (["lightning-rlhf", "fit", "--config", "configs/offline/sft.yaml", "--data.data_path", "artifacts/no-such"],
          ["'artifacts/no-such' is neither a local path", "no such folder"]),
         (["lightning-rlhf", "fit", "--config", tiny(positive_label="HAPPY")], ["no label 'HAPPY'", "POSITIVE"]),

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -134,7 +133,9 @@ def test_shared_imdb_sample_with_real_gpt2_tokenizer():
     assert dm.tokenizer.pad_token == dm.tokenizer.eos_token  # GPT-2 pads with EOS
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == 8 and batch["input_ids"].shape[1] <= 8
-    assert Path(SHARED_DATA / "imdb").is_dir()
+    mask = batch["attention_mask"]
+    assert (mask[:, -1] == 1).all() and (mask.diff(dim=-1) >= 0).all(), "prompts are left-padded"
+    assert ((batch["input_ids"] == dm.tokenizer.pad_token_id) | (mask == 1)).all()
 
 
 def test_a_validation_file_is_used_as_the_validation_split(tmp_path, tokenizer_dir):

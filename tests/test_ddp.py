@@ -16,7 +16,7 @@ def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir, estimator, k):
     """PPO, and a critic-free estimator whose groups stay on their rank and whose whitening is global."""
     script = Path(__file__).with_name("ddp_ppo_run.py")
     done = subprocess.run([sys.executable, str(script), str(tmp_path), tokenizer_dir, imdb_dir, estimator, str(k)],
-                          capture_output=True, text=True, timeout=300, cwd=script.parent)
+                          capture_output=True, text=True, timeout=600, cwd=script.parent)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1))
 
@@ -50,18 +50,27 @@ def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir, estimator, k):
 @pytest.mark.parametrize("critic_free", [False, True], ids=["ppo", "dr_grpo_kl_loss"])
 def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, tokenizer_dir, imdb_dir, critic_free):
     """Responses of 4-16 tokens split unevenly between the ranks; token counts are global. The
-    critic-free case: Dr. GRPO's constant divisor and a k3 KL loss, no value head."""
+    critic-free case: Dr. GRPO's constant divisor and a k3 KL loss, no value head. With PPO the
+    2-process run is also micro-batched (2 micro-batches of 2 rows per rank): the same update,
+    and gradients all-reduced once per mini-batch, not once per micro-batch."""
     script = Path(__file__).with_name("ddp_update_run.py")
-    updates = {}
-    for devices in (1, 2):
-        out = tmp_path / f"update{devices}.pt"
+    runs = {"one": (1, None), "two": (2, None)} | ({} if critic_free else {"two_micro": (2, 2)})
+    updates, allreduces = {}, {}
+    for name, (devices, micro) in runs.items():
+        out = tmp_path / f"update_{name}.pt"
         done = subprocess.run([sys.executable, str(script), str(out), tokenizer_dir, imdb_dir, str(devices),
-                               str(int(critic_free))],
-                              capture_output=True, text=True, timeout=300, cwd=script.parent)
+                               str(int(critic_free))] + ([str(micro)] if micro else []),
+                              capture_output=True, text=True, timeout=600, cwd=script.parent)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        updates[devices] = torch.load(out)
-    assert updates[1].norm() > 0
-    assert ((updates[1] - updates[2]).norm() / updates[1].norm()).item() <= 1e-5
+        updates[name] = torch.load(out)
+        if devices > 1:
+            allreduces[name] = [int((tmp_path / f"update_{name}.pt.rank{k}.allreduces").read_text()) for k in (0, 1)]
+    assert updates["one"].norm() > 0
+    for name in runs.keys() - {"one"}:
+        assert ((updates["one"] - updates[name]).norm() / updates["one"].norm()).item() <= 1e-5, name
+    assert allreduces["two"][0] == allreduces["two"][1] > 0
+    if not critic_free:
+        assert allreduces["two_micro"] == allreduces["two"], "micro-batches accumulate locally (no_sync)"
 
 
 def test_dpo_two_processes_step_with_the_one_process_gradient(tmp_path, tokenizer_dir):
@@ -77,7 +86,7 @@ def test_dpo_two_processes_step_with_the_one_process_gradient(tmp_path, tokenize
     for devices in (1, 2):
         out = tmp_path / f"dpo{devices}.pt"
         done = subprocess.run([sys.executable, str(script), str(out), tokenizer_dir, pairs, str(devices)],
-                              capture_output=True, text=True, timeout=300, cwd=script.parent)
+                              capture_output=True, text=True, timeout=600, cwd=script.parent)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         grads[devices] = torch.load(out)
     assert grads[1].norm() > 0

@@ -79,12 +79,27 @@ def test_reinforce_pp_whitens_the_returns_over_the_batch():
     torch.testing.assert_close(reinforce_pp_advantages(REWARDS, MASK), expected)
 
 
+# two groups of k = 2 with different means (0.5 and 2.5), two tokens each, the score on the last
+GROUP_REWARDS = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 3.0], [0.0, 2.0]])
+GROUP_MASK = torch.ones(4, 2)
+
+
 def test_reinforce_pp_baseline_subtracts_the_group_mean_first():
-    # k = 2, one group: scores 0.9 and 0.2 (the last rewards) -> baseline 0.55 on both
-    baseline = group_mean_baseline(torch.tensor([0.9, 0.2]), 2)
-    # returns minus 0.55: 0.05 0.15 0.35 | -0.15 -0.35; mean 0.01, unbiased var 0.292 / 4
-    expected = torch.tensor([[0.04, 0.14, 0.34], [-0.16, -0.36, 0.0]]) / math.sqrt(0.073 + 1e-8)
-    torch.testing.assert_close(reinforce_pp_advantages(REWARDS, MASK, baseline), expected)
+    baseline = group_mean_baseline(torch.tensor([1.0, 0.0, 3.0, 2.0]), 2)
+    torch.testing.assert_close(baseline, torch.tensor([0.5, 0.5, 2.5, 2.5]))
+    # returns minus the baseline: +-0.5 on every token; mean 0, unbiased variance 8 * 0.25 / 7
+    expected = torch.tensor([[0.5, 0.5], [-0.5, -0.5], [0.5, 0.5], [-0.5, -0.5]]) / math.sqrt(2 / 7 + 1e-8)
+    torch.testing.assert_close(reinforce_pp_advantages(GROUP_REWARDS, GROUP_MASK, baseline), expected)
+    assert not torch.allclose(reinforce_pp_advantages(GROUP_REWARDS, GROUP_MASK), expected), \
+        "without the baseline the group means stay in the advantages"
+
+
+def test_reinforce_pp_baseline_is_discounted_with_the_score():
+    baseline = torch.tensor([0.5, 0.5, 2.5, 2.5])
+    # score minus baseline on the last token (+-0.5), then returns with gamma 0.5: [+-0.25, +-0.5];
+    # mean 0, unbiased variance (4 * 0.0625 + 4 * 0.25) / 7
+    expected = torch.tensor([[0.25, 0.5], [-0.25, -0.5], [0.25, 0.5], [-0.25, -0.5]]) / math.sqrt(1.25 / 7 + 1e-8)
+    torch.testing.assert_close(reinforce_pp_advantages(GROUP_REWARDS, GROUP_MASK, baseline, gamma=0.5), expected)
 
 
 def test_remax_subtracts_the_greedy_score():
@@ -111,6 +126,19 @@ def test_sequence_estimators_fold_the_kl_into_the_score():
     assert ro.values is None and torch.equal(ro.returns, ro.advantages)
     assert torch.equal(_rollout("rloo", 2, kl_coef=0.0, scores=scores).advantages[:, 0],
                        torch.tensor([-1.0, 1.0, 0.0, 0.0]))
+
+
+def test_grpo_subtracts_the_kl_after_the_group_normalisation():
+    scores = torch.tensor([1.0, 2.0, 0.5, 0.5])
+    ro = _rollout("grpo", 2, kl_coef=0.5, scores=scores)
+    # group 1: (-0.5, 0.5) / (std sqrt(0.5) + 1e-4), minus 0.5 * KL (0, 0.3); group 2 has equal scores:
+    # 0 minus 0.5 * KL (0.6, 0.9), not KL differences blown up to unit variance by its tiny std
+    z = 0.5 / (math.sqrt(0.5) + 1e-4)
+    expected = torch.tensor([-z, z - 0.15, -0.3, -0.45]).unsqueeze(-1).expand(-1, 3)
+    torch.testing.assert_close(ro.advantages, expected)
+    dr = _rollout("dr_grpo", 2, kl_coef=0.5, scores=scores).advantages[:, 0]
+    # Dr. GRPO centres the KL-adjusted scores 1.0, 1.85 | 0.2, 0.05 (linear: the same as centring each)
+    torch.testing.assert_close(dr, torch.tensor([-0.425, 0.425, 0.075, -0.075]))
 
 
 def test_token_estimators_take_the_kl_per_token():

@@ -26,7 +26,7 @@ def _start(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir) -> tuple[su
     config.write_text(yaml.safe_dump(data))
     proc = subprocess.Popen([sys.executable, "-m", "lightning_rlhf", "fit", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 180
+    deadline = time.time() + 600  # generous: a loaded machine starts slowly
     while not (tmp_path / "ckpt" / "last.ckpt").exists():
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
@@ -41,7 +41,7 @@ def test_signal_writes_a_resumable_checkpoint(sig, tmp_path, tiny_gpt2, tokenize
     reward_dir = tiny_classifier_dir({0: "NEGATIVE", 1: "POSITIVE"})
     proc, config = _start(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0, out
     saved = tmp_path / "ckpt" / "interrupted.ckpt"
     assert saved.exists(), out

@@ -18,7 +18,7 @@ from lightning_rlhf.models.loading import build_from_config
 def test_plain_progress_lines_with_the_runs_real_totals(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, capsys):
     """PPO takes ppo_epochs x num_mini_batches optimizer steps per batch: 8 steps = 4 batches."""
     module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2)
-    progress = RunProgress(every_percent=25, plain=True)
+    progress = RunProgress(every_percent=25, every_seconds=float("inf"), plain=True)  # by percent only, at any load
     trainer = L.Trainer(max_steps=8, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         enable_model_summary=False, callbacks=[progress])
     trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))

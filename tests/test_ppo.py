@@ -120,6 +120,9 @@ def test_lora_policy_uses_itself_without_adapter_as_reference(tiny_gpt2, tokeniz
     assert module.ref_model is None
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or "value_head" in n for n in trainable)
+    probe = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        base_logits = module.policy.lm(probe).logits  # the adapter starts as the identity
     kls = []
 
     class Record(L.Callback):
@@ -133,9 +136,11 @@ def test_lora_policy_uses_itself_without_adapter_as_reference(tiny_gpt2, tokeniz
     assert abs(kls[-1]) > 1e-6, "after updates the adapter moves the policy away from the reference"
     gen = pipeline("text-generation", model=str(tmp_path / "export"))
     assert gen("the movie", max_new_tokens=2)[0]["generated_text"].startswith("the movie")
-    with module.policy.lm.disable_adapter():  # exporting merged a copy; the adapters are intact
-        pass
-    assert any("lora_" in n for n, _ in module.named_parameters())
+    assert any("lora_" in n for n, _ in module.named_parameters()), "exporting merged a copy"
+    with torch.no_grad():
+        with module.policy.lm.disable_adapter():
+            torch.testing.assert_close(module.policy.lm(probe).logits, base_logits, rtol=0, atol=1e-6)
+        assert not torch.allclose(module.policy.lm(probe).logits, base_logits, atol=1e-6), "the adapter trained"
 
 
 def test_fused_first_forward_gives_the_same_training(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
@@ -213,9 +218,49 @@ def test_score_normalisation_is_fitted_once_and_checkpointed(tiny_gpt2, tokenize
 
 def test_ppo_runs_under_bf16_mixed(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
     module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2)
+    rollout, autocast = module.rollout, []
+
+    def recording(*args, **kwargs):
+        autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return rollout(*args, **kwargs)
+
+    module.rollout = recording
     trainer = L.Trainer(max_steps=2 * 2, precision="bf16-mixed", logger=False, enable_checkpointing=False,
                         default_root_dir=tmp_path, enable_progress_bar=False)
     trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
     assert trainer.global_step == 4 and module.guard.skipped == 0
-    assert torch.isfinite(trainer.callback_metrics["loss/total"])
+    assert autocast == [(True, torch.bfloat16)] * 2, "both rollouts ran under bf16 autocast"
+    assert trainer.callback_metrics["rollout/logprob_diff_mean"].item() < module.hparams.logprob_tolerance
     assert all(p.dtype == torch.float32 for p in module.policy.parameters()), "master weights stay fp32"
+
+
+def test_weight_decay_spares_biases_and_norms(tiny_gpt2, tokenizer_dir):
+    module = make_ppo(tiny_gpt2, tokenizer_dir, weight_decay=0.1)
+    module.trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(module.policy.named_parameters())
+    assert decay[id(named["lm.transformer.h.0.ln_1.weight"])] == 0.0
+    assert decay[id(named["lm.transformer.h.0.attn.c_attn.bias"])] == 0.0
+    assert decay[id(named["lm.transformer.h.0.attn.c_attn.weight"])] == 0.1
+    assert len(decay) == sum(p.requires_grad for p in module.policy.parameters())
+
+
+def test_kl_loss_coefficient_is_fixed_unless_asked(tiny_gpt2, tokenizer_dir):
+    from lightning_rlhf.rl.kl import AdaptiveKLController
+
+    loss = dict(advantage_estimator="grpo", samples_per_prompt=2, kl_in_reward=False, kl_loss_coef=0.1)
+    assert not isinstance(make_ppo(tiny_gpt2, tokenizer_dir, **loss).kl_ctl, AdaptiveKLController)
+    assert isinstance(make_ppo(tiny_gpt2, tokenizer_dir, adaptive_kl=True, **loss).kl_ctl, AdaptiveKLController)
+    assert isinstance(make_ppo(tiny_gpt2, tokenizer_dir).kl_ctl, AdaptiveKLController), "the reward's KL adapts"
+    assert not isinstance(make_ppo(tiny_gpt2, tokenizer_dir, adaptive_kl=False).kl_ctl, AdaptiveKLController)
+
+
+def test_dr_grpo_gets_its_constant_divisor(tiny_gpt2, tokenizer_dir, caplog):
+    dr = dict(advantage_estimator="dr_grpo", samples_per_prompt=2)
+    assert make_ppo(tiny_gpt2, tokenizer_dir, **dr).hparams.loss_aggregation == "seq_mean_token_sum_norm"
+    assert make_ppo(tiny_gpt2, tokenizer_dir).hparams.loss_aggregation == "token_mean"
+    with caplog.at_level("INFO"):
+        kept = make_ppo(tiny_gpt2, tokenizer_dir, loss_aggregation="token_mean", **dr)
+    assert kept.hparams.loss_aggregation == "token_mean"
+    assert "dr_grpo with loss_aggregation token_mean (its own is seq_mean_token_sum_norm)" in caplog.text

@@ -48,4 +48,7 @@ def test_padding_is_ignored_in_the_loss(tiny_gpt2, tokenizer_dir):
 
 def test_sft_runs_under_bf16_mixed(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
     _, losses = _fit(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, steps=3, precision="bf16-mixed")
-    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    _, fp32 = _fit(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path / "fp32", steps=3)
+    assert len(losses) == 3
+    assert losses != fp32, "bf16 autocast was on"
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(fp32), rtol=0, atol=0.05)

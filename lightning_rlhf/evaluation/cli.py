@@ -8,9 +8,18 @@ from pathlib import Path
 
 import torch
 
-from lightning_rlhf.errors import ArgumentParser, run_console
+from lightning_rlhf.errors import (
+    ArgumentParser,
+    MissingInputError,
+    check_output_folder,
+    device_arg,
+    positive_float,
+    positive_int,
+    run_console,
+)
 from lightning_rlhf.evaluation.evaluate import evaluate_policies, held_out_prompts, load_judge
 from lightning_rlhf.evaluation.report import write_report
+from lightning_rlhf.models.loading import check_model_input
 from lightning_rlhf.rewards import build_reward
 
 
@@ -19,6 +28,19 @@ def _policy(spec: str) -> tuple[str, str]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"--policy takes NAME=FOLDER, got '{spec}'")
     return name, path
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Every local input exists and --out can be written, before any model loads."""
+    for name, path in args.policy:
+        check_model_input(path, f"--policy {name}")
+    check_model_input(args.reference, "--reference")
+    check_model_input(args.reward_model, "--reward-model")
+    check_model_input(args.judge, "--judge")
+    if args.run_logdir is not None and not Path(args.run_logdir).expanduser().is_dir():
+        raise MissingInputError(f"--run-logdir '{args.run_logdir}' is not a folder; give the TensorBoard log "
+                                f"folder of the RL run (e.g. artifacts/offline/logs/ppo/version_0), or leave it out")
+    check_output_folder(args.out, "--out")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,23 +59,28 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--judge", help="a second classifier the policies never trained against (gold judge); "
                                    "adds its positive probability and rate")
     p.add_argument("--data", default="stanfordnlp/imdb", help="IMDB source; prompts come from its test split")
-    p.add_argument("--num-prompts", type=int, default=512)
+    p.add_argument("--num-prompts", type=positive_int, default=512)
     p.add_argument("--prompt-min-tokens", type=int, default=2)
     p.add_argument("--prompt-max-tokens", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-new-tokens", type=positive_int, default=24)
+    p.add_argument("--temperature", type=positive_float, default=0.7)
     p.add_argument("--stop-at-eos", action="store_true")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--compile-generation", action="store_true",
                    help="sample with the compiled decode step (same tokens; its one-time compile pays off "
                         "only over many batches)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-logdir", help="TensorBoard log dir of the PPO run, for the reward curve")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", required=True, help="folder for metrics.json, samples.jsonl, report.md, plots")
     args = p.parse_args(argv)
     if (args.reward_model is None) == (args.reward_fn is None):
         p.error("give exactly one of --reward-model and --reward-fn")
+    names = [name for name, _ in args.policy]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        p.error(f"--policy {twice[0]}=... is given twice; give each policy its own NAME")
+    check_inputs(args)
 
     start = time.perf_counter()
     policies = dict(args.policy)

@@ -8,11 +8,9 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
-from lightning_rlhf.errors import ArgumentParser, MissingInputError, run_console
+from lightning_rlhf.errors import ArgumentParser, ConfigError, MissingInputError, check_output_folder, run_console
 from lightning_rlhf.export import made_by
-from lightning_rlhf.frontier.plan import FrontierSettings, load_settings
+from lightning_rlhf.frontier.plan import FrontierSettings, load_settings, read_yaml_mapping
 from lightning_rlhf.frontier.report import write_frontier
 from lightning_rlhf.frontier.sweep import Sweep
 from lightning_rlhf.hub import looks_like_local_path
@@ -25,11 +23,14 @@ def check_inputs(settings: FrontierSettings) -> None:
     inputs = [(settings.reference, "reference (SFT) export"), (settings.reward_model, "reward model"),
               (settings.judge, "gold judge"), (settings.data, "data")]
     for run in settings.runs():
-        data = (yaml.safe_load(run.config.read_text()) or {}).get("data") or {}
+        data = read_yaml_mapping(run.config, f"{run.method}'s fit config", "configs/offline/ppo.yaml").get("data") or {}
         if data.get("shape") == "preferences":
             pairs = str(run.args.get("data.data_path", data.get("data_path")))
             inputs.append((pairs, f"{run.method}'s preference pairs"))
     for path, what in inputs:
+        if path is not None and Path(path).is_file() and what != "data" and "preference" not in what:
+            raise ConfigError(f"{what} '{path}' is a file; it must be a folder written by `save_pretrained` (a "
+                              f"stage's export_dir) or a hub id")
         if path is None or Path(path).exists():
             continue
         if not looks_like_local_path(path):
@@ -57,6 +58,7 @@ def _main(argv: list[str]) -> None:
         settings = dataclasses.replace(settings, out=args.out)
     if args.quick:
         settings = settings.quick()
+    check_output_folder(settings.out, "--out" if args.out else f"out (in {args.config})")
     if not args.report_only:
         check_inputs(settings)
     runs = settings.runs()

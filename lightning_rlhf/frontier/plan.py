@@ -85,27 +85,68 @@ class FrontierSettings:
                        best_of_n=[n for n in self.best_of_n if n <= 4] or [1], max_new_tokens=8, batch_size=32)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_KINDS = {  # a field's annotation -> (test, what the YAML must hold)
+    "int": (_whole, "a whole number"),
+    "float": (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string (a path or a name)"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string (a path or a name) or null"),
+    "list[int]": (lambda v: isinstance(v, list) and all(_whole(x) for x in v), "a list of whole numbers, e.g. [1, 2]"),
+    "dict[str, dict[str, Any]]": (lambda v: isinstance(v, dict),
+                                  "a mapping: name -> {config: <fit YAML>, args: {...}}"),
+}
+
+
+def read_yaml_mapping(path: Path, what: str, start: str = "configs/offline/frontier.yaml") -> dict:
+    """A YAML file holding a mapping (or nothing), else an input error naming the file."""
+    if not path.is_file():
+        raise MissingInputError(f"{what} '{path}' is a folder, not a YAML file; give the .yaml file in it")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{what} '{path}' is not readable YAML ({reason}); fix it, or start from {start}") from err
+    if not isinstance(raw, dict | None):
+        raise ConfigError(f"{what} '{path}' holds a {type(raw).__name__}, not a mapping of settings; start from "
+                          f"{start}")
+    return raw or {}
+
+
 def load_settings(path: str | Path) -> FrontierSettings:
-    """Read a frontier YAML; unknown keys and methods without a config are errors."""
+    """Read a frontier YAML; unknown keys, values of the wrong type and methods without a config are errors."""
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"frontier settings '{path}' do not exist; start from configs/offline/frontier.yaml")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml_mapping(path, "frontier settings")
     known = {f.name for f in fields(FrontierSettings)} - {"base_dir"}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(set(raw) - known, key=str)
     if unknown:
-        raise ConfigError(f"'{path}': unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"'{path}': unknown setting(s) {', '.join(map(str, unknown))}; known: "
+                          f"{', '.join(sorted(known))}")
+    for f in fields(FrontierSettings):
+        test, kind = _KINDS.get(str(f.type), (lambda v: True, ""))
+        if f.name in raw and not test(raw[f.name]):
+            raise ConfigError(f"'{path}': {f.name} must be {kind}, got {raw[f.name]!r}")
     settings = FrontierSettings(**raw, base_dir=path.parent)
     if not settings.methods and not settings.best_of_n:
         raise ConfigError(f"'{path}' has neither methods nor best_of_n: nothing to draw")
     for name, spec in settings.methods.items():
         if not isinstance(spec, dict) or "config" not in spec:
             raise ConfigError(f"'{path}': method '{name}' needs a config (a lightning-rlhf fit YAML)")
+        if not isinstance(spec["config"], str) or not isinstance(spec.get("args") or {}, dict):
+            raise ConfigError(f"'{path}': method '{name}' needs config: <a fit YAML path> and args: a mapping of "
+                              f"dotted.key: value, e.g. {{model.init_args.kl_coef: 0.1}}")
         if not (settings.base_dir / spec["config"]).exists():
             raise MissingInputError(f"'{path}': method '{name}' names '{settings.base_dir / spec['config']}', "
                                     f"which does not exist (paths are relative to the frontier YAML)")
     if not settings.seeds or settings.snapshots < 1 or settings.num_prompts < 1:
         raise ConfigError(f"'{path}': seeds must be non-empty, snapshots and num_prompts at least 1")
+    if settings.max_new_tokens < 1 or settings.batch_size < 1 or not settings.temperature > 0:
+        raise ConfigError(f"'{path}': max_new_tokens and batch_size must be at least 1 and temperature above 0")
     if any(n < 1 for n in settings.best_of_n):
         raise ConfigError(f"'{path}': best_of_n values must be at least 1, got {settings.best_of_n}")
     return settings

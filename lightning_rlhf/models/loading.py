@@ -43,6 +43,22 @@ def _missing(kind: str, name: str, reason: str) -> Exception:
     )
 
 
+def check_model_input(name: str | None, option: str) -> None:
+    """Fail at once, naming ``option``, when a local model folder is missing or is a file (hub ids pass)."""
+    if name is None:
+        return
+    path = os.path.expanduser(name)
+    if os.path.isfile(path):
+        raise MissingInputError(f"{option} '{name}' is a file; give a folder written by `save_pretrained` (a "
+                                f"stage's export_dir) or a hub id")
+    if not os.path.exists(path) and looks_like_local_path(name):
+        maker = made_by(name)
+        fix = (f"it is the export of `{maker}`; run that first (or `lightning-rlhf-pipeline` for every stage)"
+               if maker else "give an existing folder written by `save_pretrained`, or a hub id")
+        raise MissingInputError(f"{option} '{name}' does not exist: {fix}")
+    check_export_folder(name, option)
+
+
 def from_source(kind: str, name: str, load: Callable[..., Any]) -> Any:
     """``load(name_or_path, local_files_only=...)`` for a local folder, a cached or a reachable hub id.
 

@@ -13,13 +13,17 @@ Sampling (``rl.token_sampling.sample_token``, shared with the eager loop) draws
 generator state, so the compiled and eager samplers give the same tokens and consume the
 generator alike (exact resume either way).
 
-The step calls the model's own submodules (``block.attn.c_attn``, ``block.mlp``...), so peft's
-LoRA layers injected into them take part. Architectures other than GPT-2 have no static path
-(``StaticDecoder.supports`` says False) and keep the eager loop in ``rl.sampling``.
+The step calls the model's own submodules (``block.attn.c_attn``, ``block.mlp``, the norms), so
+peft's LoRA layers injected into them take part, and the activation, ``n_inner`` and the norms'
+epsilon are the model's. The attention scale is ``attn.scaling``, into which transformers (5.x)
+folds both ``scale_attn_weights`` and ``scale_attn_by_inverse_layer_idx``. GPT-2 flags the step
+does not implement (``reorder_and_upcast_attn``, cross-attention) are refused by ``supports``,
+as are architectures other than GPT-2; those keep the eager loop in ``rl.sampling``.
 """
 
 from __future__ import annotations
 
+import weakref
 from copy import deepcopy
 
 import torch
@@ -28,6 +32,8 @@ from transformers.pytorch_utils import Conv1D
 
 from lightning_rlhf.models.forward import hf_model, lm_head_fp32
 from lightning_rlhf.rl.token_sampling import sample_token
+
+UNSUPPORTED_GPT2_FLAGS = ("reorder_and_upcast_attn", "add_cross_attention")
 
 
 def decode_step(model: torch.nn.Module, trunk: torch.nn.Module, keys: list[torch.Tensor], values: list[torch.Tensor],
@@ -58,9 +64,8 @@ def decode_step(model: torch.nn.Module, trunk: torch.nn.Module, keys: list[torch
         q, k, v = attn.c_attn(block.ln_1(h)).view(b, 3, heads, -1).unbind(1)
         keys[i].index_copy_(2, slot, k.unsqueeze(2).to(keys[i].dtype))
         values[i].index_copy_(2, slot, v.unsqueeze(2).to(values[i].dtype))
-        scale = attn.scaling / (i + 1) if attn.scale_attn_by_inverse_layer_idx else attn.scaling
         out = F.scaled_dot_product_attention(q.unsqueeze(2).to(keys[i].dtype), keys[i], values[i],
-                                             attn_mask=attn_mask, scale=scale)
+                                             attn_mask=attn_mask, scale=attn.scaling)
         h = h + attn.c_proj(out.reshape(b, -1).to(h.dtype))
         h = h + block.mlp(block.ln_2(h))
     logits = lm_head_fp32(model, base.ln_f(h))
@@ -82,7 +87,7 @@ class StaticDecoder:
     """
 
     def __init__(self, model: torch.nn.Module, mode: str | None = None) -> None:
-        self.model = model
+        self._model = weakref.ref(model)  # the registry is keyed by the model: a strong ref would keep it alive
         self._cast: tuple[torch.dtype, torch.nn.Module] | None = None
         if mode is None:
             mode = "reduce-overhead" if next(model.parameters()).device.type == "cuda" else "default"
@@ -95,9 +100,17 @@ class StaticDecoder:
         config = getattr(lm, "config", None)
         if getattr(config, "model_type", None) != "gpt2":
             return f"no static-cache decode step for model type {getattr(config, 'model_type', type(lm).__name__)!r}"
-        if config.reorder_and_upcast_attn or config.add_cross_attention:
-            return "GPT-2 with reorder_and_upcast_attn or cross-attention"
+        for flag in UNSUPPORTED_GPT2_FLAGS:
+            if getattr(config, flag, False):
+                return f"GPT-2 with {flag}: true"
         return None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        model = self._model()
+        if model is None:
+            raise ReferenceError("the model of this StaticDecoder was deleted")
+        return model
 
     def trunk(self) -> torch.nn.Module:
         """The trunk for this rollout: the model's own, or under autocast its pre-cast copy."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import PreTrainedModel
 
 from lightning_rlhf.distributed import all_ranks_true, global_mean
@@ -32,10 +32,10 @@ from lightning_rlhf.models.value_head import PolicyWithValueHead
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.modules.ppo_rollout import clock, collect_rollout
 from lightning_rlhf.modules.ppo_update import check_batch_division, ppo_update
-from lightning_rlhf.optim import Schedule, adamw_with_schedule
+from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
 from lightning_rlhf.rl.advantages import explained_variance, masked_mean
-from lightning_rlhf.rl.aggregation import AGGREGATIONS, Aggregation
+from lightning_rlhf.rl.aggregation import AGGREGATIONS, Aggregation, resolve_aggregation
 from lightning_rlhf.rl.estimators import (
     SEQUENCE_LEVEL,
     Estimator,
@@ -86,9 +86,12 @@ class PPOModule(L.LightningModule):
         kl_in_reward: Put beta * KL in the reward (per token; for ``rloo``/``grpo``/``dr_grpo``
             each sequence's summed KL is taken off its score, without gradient).
         kl_loss_coef: > 0 puts a differentiable k3 KL term in the loss instead (GRPO's way), with
-            this initial coefficient under the same controller; needs ``kl_in_reward: false``.
+            this fixed coefficient (as GRPO and verl), adapted only with ``adaptive_kl: true``;
+            needs ``kl_in_reward: false``.
         kl_coef: Initial (or fixed) KL coefficient beta in the reward.
-        adaptive_kl: Adapt beta towards kl_target (Ziegler et al. 2019).
+        adaptive_kl: Adapt the KL coefficient towards kl_target (Ziegler et al. 2019). Default
+            (null): adaptive for the KL in the reward, fixed for the KL loss (``kl_loss_coef``);
+            true or false applies to whichever is on.
         kl_target: Target KL per sequence, in nats.
         kl_horizon: Horizon of the adaptive controller, in samples.
         gamma: Discount.
@@ -99,8 +102,11 @@ class PPOModule(L.LightningModule):
         micro_batch_size: Rows per forward/backward (gradient accumulation); None = whole mini-batch.
             It must divide the mini-batch, as num_mini_batches must divide the batch.
         loss_aggregation: How token losses add up over a mini-batch (``rl.aggregation``):
-            ``token_mean`` (default), ``seq_mean_token_mean`` or ``seq_mean_token_sum_norm``.
-            Whichever, the update does not depend on micro-batching or the number of processes.
+            ``token_mean``, ``seq_mean_token_mean`` or ``seq_mean_token_sum_norm``. Default
+            (null): ``seq_mean_token_sum_norm`` for ``dr_grpo`` (the constant divisor is half of
+            Dr. GRPO), ``token_mean`` otherwise; another choice with ``dr_grpo`` is kept and
+            noted in one line. Whichever, the update does not depend on micro-batching or the
+            number of processes.
         cliprange: Policy ratio clip.
         cliprange_value: Value clip.
         vf_coef: Weight of the value loss.
@@ -118,7 +124,7 @@ class PPOModule(L.LightningModule):
             one-line notice.
         max_bad_steps: Stop with an error after this many consecutive non-finite steps.
         learning_rate: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay, on matrices only (not on biases and norms).
         warmup_steps: Linear warmup, in optimizer steps.
         lr_schedule: Decay after warmup: constant, linear or cosine.
         adam_eps: AdamW epsilon.
@@ -181,7 +187,7 @@ class PPOModule(L.LightningModule):
         kl_in_reward: bool = True,
         kl_loss_coef: float = 0.0,
         kl_coef: float = 0.2,
-        adaptive_kl: bool = True,
+        adaptive_kl: bool | None = None,
         kl_target: float = 6.0,
         kl_horizon: int = 10000,
         gamma: float = 1.0,
@@ -190,7 +196,7 @@ class PPOModule(L.LightningModule):
         ppo_epochs: int = 4,
         num_mini_batches: int = 1,
         micro_batch_size: int | None = None,
-        loss_aggregation: Aggregation = "token_mean",
+        loss_aggregation: Aggregation | None = None,
         cliprange: float = 0.2,
         cliprange_value: float = 0.2,
         vf_coef: float = 0.1,
@@ -231,12 +237,17 @@ class PPOModule(L.LightningModule):
         if separate_critic and advantage_estimator != "gae":
             raise ConfigError(f"separate_critic trains a value network, which '{advantage_estimator}' does not use; "
                               "remove separate_critic or use advantage_estimator: gae")
-        if loss_aggregation not in AGGREGATIONS:
+        if loss_aggregation is not None and loss_aggregation not in AGGREGATIONS:
             raise ConfigError(f"loss_aggregation must be one of {', '.join(AGGREGATIONS)}, not '{loss_aggregation}'")
         if lora_r > 0 and ref_name_or_path is not None:
             raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; "
                               "remove ref_name_or_path")
         self.save_hyperparameters()
+        self.hparams.loss_aggregation = resolve_aggregation(advantage_estimator, loss_aggregation)
+        if self.hparams.loss_aggregation != resolve_aggregation(advantage_estimator, None):
+            rank_zero_info(f"note: advantage_estimator {advantage_estimator} with loss_aggregation "
+                           f"{loss_aggregation} (its own is {resolve_aggregation(advantage_estimator, None)})")
+        self.hparams.adaptive_kl = kl_loss_coef == 0 if adaptive_kl is None else adaptive_kl
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are not in checkpoints
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or policy_name_or_path)
@@ -249,7 +260,7 @@ class PPOModule(L.LightningModule):
                                                      reward_output, reward_batch_size)
         self.score_norm = ScoreNormalizer(normalize_scores, score_clip)
         beta = kl_loss_coef if kl_loss_coef > 0 else kl_coef
-        self.kl_ctl = (AdaptiveKLController(beta, kl_target, kl_horizon) if adaptive_kl
+        self.kl_ctl = (AdaptiveKLController(beta, kl_target, kl_horizon) if self.hparams.adaptive_kl
                        else FixedKLController(beta))
         self.guard = NonFiniteGuard(max_bad_steps)
         self.ratio_skips = 0
@@ -308,9 +319,8 @@ class PPOModule(L.LightningModule):
         per_iter = hp.ppo_epochs * hp.num_mini_batches
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(
             self.trainer.estimated_stepping_batches) * per_iter
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        return adamw_with_schedule(params, hp.learning_rate, hp.weight_decay, hp.warmup_steps, total,
-                                   hp.lr_schedule, eps=hp.adam_eps)
+        return adamw_with_schedule(decay_groups(self.policy, hp.weight_decay), hp.learning_rate, hp.weight_decay,
+                                   hp.warmup_steps, total, hp.lr_schedule, eps=hp.adam_eps)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # gradients are unscaled here under AMP (Lightning #18089), so the norm is the real one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import lightning as L
 import torch
 
@@ -45,13 +47,22 @@ def check_batch_division(batch_size: int, num_mini_batches: int, micro_batch_siz
                           f"choose a divisor of {mini}")
 
 
+def backward_sync_blocked(module: L.LightningModule) -> contextlib.AbstractContextManager:
+    """Under DDP, a context in which backward passes accumulate gradients locally without
+    all-reducing them (``DistributedDataParallel.no_sync``); a no-op under other strategies.
+    The micro-batch that ends a mini-batch runs outside it and all-reduces the accumulated sum."""
+    block = getattr(module.trainer.strategy, "block_backward_sync", None)
+    return block() if block is not None else contextlib.nullcontext()
+
+
 def ppo_update(module: L.LightningModule, ro: Rollout,
                first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
                ) -> dict[str, torch.Tensor]:
     """``ppo_epochs`` x shuffled mini-batches x gradient-accumulated micro-batches.
 
     Every loss is aggregated over the whole mini-batch on all ranks (``rl.aggregation``), so
-    ``micro_batch_size`` and the number of processes change memory, not the update. ``first``
+    ``micro_batch_size`` and the number of processes change memory, not the update; under DDP
+    only the last micro-batch of a mini-batch all-reduces gradients. ``first``
     is the rollout's ``policy_outputs`` with its graph; when given, the first mini-batch (the
     whole batch) uses it instead of a new forward. A mini-batch whose loss is not finite, or
     whose mean policy/old ratio exceeds ``ratio_threshold``, is skipped (no optimizer step) and
@@ -98,7 +109,9 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
                 finite = all_ranks_true(bool(torch.isfinite(out.loss)), device)
                 if not finite:
                     break
-                module.manual_backward(out.loss)
+                last_micro = m0 + micro >= len(mb)
+                with contextlib.nullcontext() if last_micro else backward_sync_blocked(module):
+                    module.manual_backward(out.loss)
                 ratio_sum = ratio_sum + out.policy.ratio_mean.detach() / world
                 ratio_max.append(out.policy.ratio_max.detach())
                 for key, get in recorded.items():

@@ -24,6 +24,15 @@ Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_n
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
 
+DEFAULT_AGGREGATION = {"dr_grpo": "seq_mean_token_sum_norm"}
+
+
+def resolve_aggregation(estimator: str, aggregation: str | None) -> str:
+    """The aggregation asked for, else the estimator's own (``dr_grpo``: the constant divisor of
+    Dr. GRPO; every other estimator: ``token_mean``)."""
+    return DEFAULT_AGGREGATION.get(estimator, "token_mean") if aggregation is None else aggregation
+
+
 def global_counts(response_mask: torch.Tensor) -> tuple[float, float]:
     """Response tokens and sequences of a mini-batch summed over all processes.
 

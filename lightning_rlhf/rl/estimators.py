@@ -3,7 +3,7 @@ from a greedy response) instead of a learned value function.
 
 A rollout of b prompts with k samples each holds n = b * k rows, the k samples of a prompt in
 consecutive rows (``repeat_interleave`` order), so ``x.view(b, k)`` groups them. Notation of
-``../shared/reference/rlhf-anchors-2.md`` §2: r_i the score of sample i of a group, r̄ the group
+the papers in the table: r_i the score of sample i of a group, r̄ the group
 mean, σ the group's (unbiased) std.
 
 | estimator | advantage | k |
@@ -12,13 +12,18 @@ mean, σ the group's (unbiased) std.
 | ``grpo`` (DeepSeekMath 2024) | (r_i − r̄) / (σ + eps) | ≥ 2 |
 | ``dr_grpo`` (Liu et al. 2025) | r_i − r̄ (and a constant loss divisor) | ≥ 2 |
 | ``reinforce_pp`` (Hu et al. 2025) | per-token return of (score − β KL), whitened over the global batch | ≥ 1 |
-| ``reinforce_pp_baseline`` | the same with r̄ subtracted from the score first | ≥ 2 |
+| ``reinforce_pp_baseline`` | the same with r̄ subtracted from the score first (so discounted with it) | ≥ 2 |
 | ``remax`` (Li et al. 2023) | per-token return − the score of a greedy response to the prompt | ≥ 1 |
 
 Sequence-level estimators (``rloo``, ``grpo``, ``dr_grpo``) broadcast one advantage to every
-token; with the KL in the reward, each sequence's summed KL is folded into its score first (as
-TRL's RLOO does), so it carries no gradient. Token-level ones (``reinforce_pp*``, ``remax``)
-take per-token rewards: −β KL on each token and the score on the last.
+token; with the KL in the reward (β = ``kl_coef``, KL_i a sequence's summed KL, no gradient):
+``rloo`` and ``dr_grpo`` fold it into the score first (TRL's RLOO; both are linear in the score,
+so the KL gets the same baseline as the score), while ``grpo`` normalises the scores and then
+subtracts the KL unscaled, A_i = (r_i − r̄)/(σ + eps) − β·KL_i, as OpenRLHF's ``group_norm``
+normalises the rewards before adding the KL: folding it in first would weigh the KL by β/σ, so a
+group of near-equal scores would get unit-variance advantages that are mostly KL noise.
+Token-level ones (``reinforce_pp*``, ``remax``) take per-token rewards: −β KL on each token and
+the score on the last.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Literal
 import torch
 
 from lightning_rlhf.errors import ConfigError
-from lightning_rlhf.rl.advantages import masked_whiten
+from lightning_rlhf.rl.advantages import masked_whiten, per_token_rewards
 
 Estimator = Literal["gae", "rloo", "grpo", "dr_grpo", "reinforce_pp", "reinforce_pp_baseline", "remax"]
 ESTIMATORS = ("gae", "rloo", "grpo", "dr_grpo", "reinforce_pp", "reinforce_pp_baseline", "remax")
@@ -127,20 +132,23 @@ def reinforce_pp_advantages(
     gamma: float = 1.0,
     sync: bool = True,
 ) -> torch.Tensor:
-    """REINFORCE++: per-token returns minus an optional per-sequence baseline, whitened over the
-    global batch (all ranks when ``sync`` and a process group runs).
+    """REINFORCE++: per-token returns of the rewards, an optional per-sequence baseline taken off
+    the score first, whitened over the global batch (all ranks when ``sync`` and a process group
+    runs).
 
     Args:
         rewards: (n, r) per-token rewards (−β KL, plus the score on the last token).
         response_mask: (n, r).
-        baseline: (n,) subtracted from every token's return; ``group_mean_baseline`` for
-            REINFORCE++-baseline, None for plain REINFORCE++.
+        baseline: (n,) subtracted from each sequence's score, i.e. from the reward of its last
+            token, before the returns: token t's return loses gamma^(T - t) * baseline
+            (``group_mean_baseline`` for REINFORCE++-baseline, as OpenRLHF's
+            ``reinforce_baseline``); None for plain REINFORCE++.
     Returns:
         (n, r) advantages, 0 where masked.
     """
-    returns = returns_to_go(rewards, response_mask, gamma)
     if baseline is not None:
-        returns = (returns - baseline.unsqueeze(-1)) * response_mask
+        rewards = rewards + per_token_rewards(-baseline, torch.zeros_like(rewards), 0.0, response_mask)
+    returns = returns_to_go(rewards, response_mask, gamma)
     return masked_whiten(returns, response_mask, sync=sync)
 
 
@@ -157,6 +165,18 @@ def remax_advantages(
     """
     returns = returns_to_go(rewards, response_mask, gamma)
     return (returns - greedy_scores.unsqueeze(-1)) * response_mask
+
+
+def sequence_kl_advantages(estimator: str, scores: torch.Tensor, kl: torch.Tensor, kl_coef: float,
+                           k: int) -> torch.Tensor:
+    """(n,) advantages of ``rloo``/``grpo``/``dr_grpo`` with a KL penalty (module docstring).
+
+    Args:
+        scores: (n,) sequence scores; kl: (n,) each sequence's summed KL; kl_coef: β.
+    """
+    if estimator == "grpo":
+        return grpo_advantages(scores, k) - kl_coef * kl
+    return sequence_advantages(estimator, scores - kl_coef * kl, k)
 
 
 def sequence_advantages(estimator: str, scores: torch.Tensor, k: int) -> torch.Tensor:

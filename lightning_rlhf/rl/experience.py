@@ -11,7 +11,7 @@ from lightning_rlhf.rl.estimators import (
     group_mean_baseline,
     reinforce_pp_advantages,
     remax_advantages,
-    sequence_advantages,
+    sequence_kl_advantages,
 )
 from lightning_rlhf.rl.kl import KLEstimator, kl_estimate
 from lightning_rlhf.rl.rollout import Rollout
@@ -38,9 +38,12 @@ def build_rollout(
     """Per-token KL penalty and score, then the estimator's advantages.
 
     ``gae``: GAE on the values, then advantages whitened over the global batch (PPO).
-    Sequence-level estimators: each sequence's score minus ``kl_coef`` times its summed KL,
-    turned into one advantage per sequence and broadcast to its tokens. ``reinforce_pp*`` and
-    ``remax``: per-token rewards as for PPO, turned into returns and baselined (``rl.estimators``).
+    Sequence-level estimators: one advantage per sequence from its score and its summed KL
+    (``rl.estimators.sequence_kl_advantages``: for ``grpo`` the KL is taken off after the group
+    normalisation, not put under the group's std), broadcast to its tokens. ``reinforce_pp*`` and
+    ``remax``: per-token rewards as for PPO, turned into returns and baselined (``rl.estimators``);
+    ``reinforce_pp_baseline`` takes the group mean off the score before the returns, so with
+    ``gamma`` < 1 it is discounted like the score.
     ``kl_coef`` is 0 when the KL is not in the reward. Whitening statistics are gathered over all
     processes when a process group is running; groups never straddle processes.
 
@@ -62,8 +65,8 @@ def build_rollout(
     else:
         values = None
         if estimator in SEQUENCE_LEVEL:
-            adjusted = scores - kl_coef * kl.sum(-1)
-            advantages = sequence_advantages(estimator, adjusted, samples_per_prompt).unsqueeze(-1) * mask
+            advantages = sequence_kl_advantages(estimator, scores, kl.sum(-1), kl_coef, samples_per_prompt)
+            advantages = advantages.unsqueeze(-1) * mask
         elif estimator == "remax":
             if greedy_scores is None:
                 raise ValueError("remax needs the scores of the greedy responses")
