@@ -131,10 +131,10 @@ def test_sequence_estimators_fold_the_kl_into_the_score():
 def test_grpo_subtracts_the_kl_after_the_group_normalisation():
     scores = torch.tensor([1.0, 2.0, 0.5, 0.5])
     ro = _rollout("grpo", 2, kl_coef=0.5, scores=scores)
-    # group 1: (-0.5, 0.5) / (std sqrt(0.5) + 1e-4), minus 0.5 * KL (0, 0.3); group 2 has equal scores:
-    # 0 minus 0.5 * KL (0.6, 0.9), not KL differences blown up to unit variance by its tiny std
+    # group 1: (-0.5, 0.5) / (std sqrt(0.5) + 1e-4), minus 0.5 * (KL - its group mean): KL 0, 0.3 -> -0.15, 0.15;
+    # group 2 has equal scores: 0 minus 0.5 * (0.6, 0.9 - 0.75), not KL differences blown up to unit variance
     z = 0.5 / (math.sqrt(0.5) + 1e-4)
-    expected = torch.tensor([-z, z - 0.15, -0.3, -0.45]).unsqueeze(-1).expand(-1, 3)
+    expected = torch.tensor([-z + 0.075, z - 0.075, 0.075, -0.075]).unsqueeze(-1).expand(-1, 3)
     torch.testing.assert_close(ro.advantages, expected)
     dr = _rollout("dr_grpo", 2, kl_coef=0.5, scores=scores).advantages[:, 0]
     # Dr. GRPO centres the KL-adjusted scores 1.0, 1.85 | 0.2, 0.05 (linear: the same as centring each)

@@ -19,9 +19,12 @@ Sequence-level estimators (``rloo``, ``grpo``, ``dr_grpo``) broadcast one advant
 token; with the KL in the reward (β = ``kl_coef``, KL_i a sequence's summed KL, no gradient):
 ``rloo`` and ``dr_grpo`` fold it into the score first (TRL's RLOO; both are linear in the score,
 so the KL gets the same baseline as the score), while ``grpo`` normalises the scores and then
-subtracts the KL unscaled, A_i = (r_i − r̄)/(σ + eps) − β·KL_i, as OpenRLHF's ``group_norm``
-normalises the rewards before adding the KL: folding it in first would weigh the KL by β/σ, so a
-group of near-equal scores would get unit-variance advantages that are mostly KL noise.
+subtracts the KL unscaled, with the same group baseline: A_i = (r_i − r̄)/(σ + eps) − β·(KL_i − KL̄),
+KL̄ the group's mean (OpenRLHF's ``group_norm`` likewise normalises the scores before the KL is
+added). Folding the KL in first would weigh it by β/σ, so a group of near-equal scores would get
+unit-variance advantages that are mostly KL noise; subtracting it without the baseline makes
+every advantage of a high-KL group negative, and on the offline task that pushed the KL to 23-26
+nats (README, "Correctness round two").
 Token-level ones (``reinforce_pp*``, ``remax``) take per-token rewards: −β KL on each token and
 the score on the last.
 """
@@ -175,7 +178,7 @@ def sequence_kl_advantages(estimator: str, scores: torch.Tensor, kl: torch.Tenso
         scores: (n,) sequence scores; kl: (n,) each sequence's summed KL; kl_coef: β.
     """
     if estimator == "grpo":
-        return grpo_advantages(scores, k) - kl_coef * kl
+        return grpo_advantages(scores, k) - kl_coef * (kl - group_mean_baseline(kl, k))
     return sequence_advantages(estimator, scores - kl_coef * kl, k)
 
 
