@@ -104,8 +104,8 @@ class PPOModule(L.LightningModule):
         loss_aggregation: How token losses add up over a mini-batch (``rl.aggregation``):
             ``token_mean``, ``seq_mean_token_mean`` or ``seq_mean_token_sum_norm``. Default
             (null): ``seq_mean_token_sum_norm`` for ``dr_grpo`` (the constant divisor is half of
-            Dr. GRPO), ``token_mean`` otherwise; another choice with ``dr_grpo`` is kept and
-            noted in one line. Whichever, the update does not depend on micro-batching or the
+            Dr. GRPO), ``token_mean`` otherwise; another choice is kept and noted in one
+            line. Whichever, the update does not depend on micro-batching or the
             number of processes.
         cliprange: Policy ratio clip.
         cliprange_value: Value clip.
@@ -243,10 +243,11 @@ class PPOModule(L.LightningModule):
             raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; "
                               "remove ref_name_or_path")
         self.save_hyperparameters()
-        self.hparams.loss_aggregation = resolve_aggregation(advantage_estimator, loss_aggregation)
-        if self.hparams.loss_aggregation != resolve_aggregation(advantage_estimator, None):
+        own = resolve_aggregation(advantage_estimator, None)
+        self.hparams.loss_aggregation = loss_aggregation or own
+        if self.hparams.loss_aggregation != own:
             rank_zero_info(f"note: advantage_estimator {advantage_estimator} with loss_aggregation "
-                           f"{loss_aggregation} (its own is {resolve_aggregation(advantage_estimator, None)})")
+                           f"{loss_aggregation} (its own is {own})")
         self.hparams.adaptive_kl = kl_loss_coef == 0 if adaptive_kl is None else adaptive_kl
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are not in checkpoints
