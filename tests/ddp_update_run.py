@@ -1,7 +1,8 @@
 """Run by test_ddp.py: one PPO update on ``fixed_rollout`` with 1 process or 2 (DDP, gloo).
 
-Usage: ddp_update_run.py OUT TOKENIZER IMDB DEVICES CRITIC_FREE [MICRO]. Rank 0 saves the parameter change to
-OUT; with DDP each rank writes how many gradient buckets it all-reduced to OUT.rank<k>.allreduces.
+Usage: ddp_update_run.py OUT TOKENIZER IMDB DEVICES MODE [MICRO], MODE a key of fixed_rollout.MODES.
+Rank 0 saves the parameter change to OUT;
+with DDP each rank writes how many gradient buckets it all-reduced to OUT.rank<k>.allreduces.
 """
 
 import sys
@@ -13,7 +14,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY_GPT2  # noqa: E402
-from fixed_rollout import CRITIC_FREE, LINEAR_ADAM, FixedRolloutPPO, flat_params  # noqa: E402
+from fixed_rollout import LINEAR_ADAM, MODES, FixedRolloutPPO, flat_params  # noqa: E402
 from test_ppo import make_dm  # noqa: E402
 
 ALLREDUCES = [0]
@@ -32,14 +33,14 @@ class CountAllReduces(L.Callback):
 
 
 if __name__ == "__main__":
-    out, tokenizer_dir, imdb_dir, devices, critic_free = *sys.argv[1:4], int(sys.argv[4]), sys.argv[5] == "1"
+    out, tokenizer_dir, imdb_dir, devices, mode = *sys.argv[1:4], int(sys.argv[4]), sys.argv[5]
     micro = int(sys.argv[6]) if len(sys.argv) > 6 else None
     tiny = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
     torch.set_num_threads(1)
     module = FixedRolloutPPO(policy_name_or_path=None, policy_config=tiny, tokenizer_name_or_path=tokenizer_dir,
                              reward_model=None, reward_fn="test_ppo:char_count", response_min_tokens=16,
                              response_max_tokens=16, export_dir=f"{out}.export", **LINEAR_ADAM,
-                             micro_batch_size=micro, **(CRITIC_FREE if critic_free else {}))
+                             micro_batch_size=micro, **MODES[mode])
     before = flat_params(module)
     strategy = "ddp" if devices > 1 else "auto"
     trainer = L.Trainer(strategy=strategy, accelerator="cpu", devices=devices, max_steps=1, logger=False,

@@ -13,6 +13,7 @@ from lightning_rlhf.rl.rollout import Rollout
 
 def fixed_rollout(module: PPOModule, rows: int = 8, query_len: int = 3, max_len: int = 16,
                   seed: int = 0) -> Rollout:
+    """With ``jeffreys_beta`` < 1 the rollout also holds demos of 2-12 tokens (BOND's forward term)."""
     g = torch.Generator().manual_seed(seed)
     vocab = module.policy.lm.config.vocab_size
     queries = torch.randint(2, vocab, (rows, query_len), generator=g)
@@ -29,9 +30,14 @@ def fixed_rollout(module: PPOModule, rows: int = 8, query_len: int = 3, max_len:
     returns = torch.randn(rows, max_len, generator=g) * m
     zeros = torch.zeros_like(m)
     ref_logprobs = logprobs + 0.3 * torch.randn(rows, max_len, generator=g) * m  # a KL loss has work to do
+    demos = demo_mask = None
+    if module.hparams.jeffreys_beta < 1:
+        demo_lengths = torch.randint(2, 13, (rows,), generator=g)
+        demo_mask = (torch.arange(12).expand(rows, 12) < demo_lengths.unsqueeze(-1)).long()
+        demos = torch.randint(2, vocab, (rows, 12), generator=g).masked_fill(demo_mask == 0, 1)
     return Rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs,
                    None if values is None else values * m, torch.randn(rows, generator=g), zeros, advantages,
-                   returns, zeros)
+                   returns, zeros, demos, demo_mask)
 
 
 class FixedRolloutPPO(PPOModule):
@@ -54,5 +60,13 @@ CRITIC_FREE = dict(advantage_estimator="dr_grpo", samples_per_prompt=2, loss_agg
                    kl_in_reward=False, kl_loss_coef=0.5)  # no value head; every piece of the critic-free loss
 
 
+JBOND = dict(advantage_estimator="rloo", samples_per_prompt=2, reward_transform="jbond", anchor_ema=0.5,
+             reference_samples_per_prompt=2, jeffreys_beta=0.5)  # demos in the loss, an EMA anchor after it
+
+MODES = {"ppo": {}, "critic_free": CRITIC_FREE, "jbond": JBOND}
+
+
 def flat_params(module: PPOModule) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1).double() for p in module.policy.parameters()])
+    """The policy's parameters, then the anchor's (if any), as one float64 vector."""
+    anchor = [] if module.anchor is None else list(module.anchor.parameters())
+    return torch.cat([p.detach().reshape(-1).double() for p in [*module.policy.parameters(), *anchor]])

@@ -3,7 +3,7 @@
 import lightning as L
 import pytest
 import torch
-from fixed_rollout import CRITIC_FREE, LINEAR_ADAM, FixedRolloutPPO, flat_params
+from fixed_rollout import LINEAR_ADAM, MODES, FixedRolloutPPO, flat_params
 from test_ppo import make_dm
 
 from lightning_rlhf.rl.aggregation import aggregate, token_weights
@@ -61,9 +61,9 @@ def _update(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, **kw) -> torch.Tensor:
     return flat_params(module) - before
 
 
-@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "critic_free"])
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "critic_free", "jbond"])
 def test_micro_batching_does_not_change_the_update(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, aggregation):
-    kw = CRITIC_FREE if aggregation == "critic_free" else dict(loss_aggregation=aggregation)
+    kw = MODES[aggregation] if aggregation in MODES else dict(loss_aggregation=aggregation)
     whole = _update(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, **kw)
     micro = _update(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, **kw, micro_batch_size=2)
     assert whole.norm() > 0

@@ -36,12 +36,14 @@ def _assert_same_training_state(a: L.LightningModule, b: L.LightningModule, opt_
             torch.testing.assert_close(sa[k][field], sb[k][field], rtol=0, atol=1e-6)
 
 
-# PPO (eager and compiled sampling), and a critic-free estimator with k samples per prompt, a
-# greedy baseline and a KL loss
+# PPO (eager and compiled sampling), a critic-free estimator with k samples per prompt, a
+# greedy baseline and a KL loss, and J-BOND (anchor samples, an EMA anchor in the state, demos)
 ESTIMATORS = pytest.mark.parametrize("estimator", [
     {}, dict(compile_generation=True),
     dict(advantage_estimator="remax", samples_per_prompt=2, kl_in_reward=False, kl_loss_coef=0.1),
-], ids=["ppo", "ppo_compiled", "remax_k2_kl_loss"])
+    dict(advantage_estimator="rloo", samples_per_prompt=2, reward_transform="jbond", anchor_ema=0.3,
+         reference_samples_per_prompt=2, jeffreys_beta=0.5),
+], ids=["ppo", "ppo_compiled", "remax_k2_kl_loss", "jbond_anchor"])
 
 
 @ESTIMATORS

@@ -36,6 +36,7 @@ from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
 from lightning_rlhf.rewards import ScoreNormalizer, build_reward
 from lightning_rlhf.rl.advantages import explained_variance, masked_mean
 from lightning_rlhf.rl.aggregation import AGGREGATIONS, Aggregation, resolve_aggregation
+from lightning_rlhf.rl.anchor import ema_update_
 from lightning_rlhf.rl.estimators import (
     SEQUENCE_LEVEL,
     Estimator,
@@ -46,6 +47,7 @@ from lightning_rlhf.rl.estimators import (
 )
 from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
 from lightning_rlhf.rl.masking import ends_with_eos
+from lightning_rlhf.rl.reward_transforms import RewardTransform, bon_kl_coef, check_reward_transform
 
 FROZEN_PREFIXES = ("ref_model.", "reward.")
 
@@ -83,15 +85,31 @@ class PPOModule(L.LightningModule):
         samples_per_prompt: k responses per prompt (one prefill, KV cache repeated); each rollout
             holds batch_size * k samples. The group estimators need k >= 2.
         kl_estimator: ``k1`` (log-ratio) or ``k3``, for the KL in the reward.
+        reward_transform: ``none``; ``quantile`` (vBoN: the reward is log F̂(score), F̂ the
+            empirical CDF of ``reference_samples_per_prompt`` fresh reference samples of the
+            same prompt, with ``kl_coef`` 1/(bon_n - 1), whose optimum is Best-of-bon_n); or
+            ``jbond`` (J-BOND: -log 16 when a sample loses to both of 2 samples of an EMA
+            anchor, the reward's KL taken to the anchor with coefficient 1). ``rl.reward_transforms``.
+        bon_n: N of the Best-of-N a reward transform aims at (2 for ``jbond``).
+        reference_samples_per_prompt: m reference (or anchor) samples per prompt and iteration
+            behind a reward transform's CDF; sampled and scored each iteration, so they cost
+            m / samples_per_prompt times the policy's sampling and scoring.
+        jeffreys_beta: BOND's Jeffreys weight: the loss is ``jeffreys_beta * policy-gradient
+            loss + (1 - jeffreys_beta) * NLL of the best of the first bon_n reference samples``
+            (the forward KL's gradient). 1 = backward KL only; J-BOND uses 0.5.
+        anchor_ema: η > 0 keeps an anchor, an EMA of the policy updated after every iteration
+            (``θ_a ← (1-η) θ_a + η θ``), which the reward transform samples and the reward's KL
+            is taken to (the frozen reference's KL is logged as ``objective/kl_ref``). J-BOND.
         kl_in_reward: Put beta * KL in the reward (per token; for ``rloo``/``grpo``/``dr_grpo``
             each sequence's summed KL is taken off its score, without gradient).
         kl_loss_coef: > 0 puts a differentiable k3 KL term in the loss instead (GRPO's way), with
             this fixed coefficient (as GRPO and verl), adapted only with ``adaptive_kl: true``;
             needs ``kl_in_reward: false``.
-        kl_coef: Initial (or fixed) KL coefficient beta in the reward.
+        kl_coef: Initial (or fixed) KL coefficient beta in the reward. Default (null): 0.2, or
+            1/(bon_n - 1) with a reward transform (which fixes it there).
         adaptive_kl: Adapt the KL coefficient towards kl_target (Ziegler et al. 2019). Default
-            (null): adaptive for the KL in the reward, fixed for the KL loss (``kl_loss_coef``);
-            true or false applies to whichever is on.
+            (null): adaptive for the KL in the reward, fixed for the KL loss (``kl_loss_coef``)
+            and with a reward transform; true or false applies to whichever is on.
         kl_target: Target KL per sequence, in nats.
         kl_horizon: Horizon of the adaptive controller, in samples.
         gamma: Discount.
@@ -186,7 +204,12 @@ class PPOModule(L.LightningModule):
         kl_estimator: KLEstimator = "k1",
         kl_in_reward: bool = True,
         kl_loss_coef: float = 0.0,
-        kl_coef: float = 0.2,
+        kl_coef: float | None = None,
+        reward_transform: RewardTransform = "none",
+        bon_n: int | None = None,
+        reference_samples_per_prompt: int = 0,
+        jeffreys_beta: float = 1.0,
+        anchor_ema: float = 0.0,
         adaptive_kl: bool | None = None,
         kl_target: float = 6.0,
         kl_horizon: int = 10000,
@@ -242,13 +265,25 @@ class PPOModule(L.LightningModule):
         if lora_r > 0 and ref_name_or_path is not None:
             raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; "
                               "remove ref_name_or_path")
+        if kl_coef is None:
+            n = 2 if reward_transform == "jbond" else bon_n
+            kl_coef = 0.2 if reward_transform == "none" else bon_kl_coef(n) if n and n >= 2 else float("nan")
+        check_reward_transform(reward_transform, bon_n, reference_samples_per_prompt, kl_coef, anchor_ema,
+                               jeffreys_beta, kl_estimator)
+        if reward_transform != "none" and (lora_r > 0 or adaptive_kl or kl_loss_coef > 0 or not kl_in_reward):
+            raise ConfigError(f"reward_transform {reward_transform} fixes a KL coefficient in the reward against a "
+                              f"separate reference model; set kl_in_reward: true, adaptive_kl: false, "
+                              f"kl_loss_coef: 0 and lora_r: 0")
         self.save_hyperparameters()
+        self.hparams.kl_coef = kl_coef
         own = resolve_aggregation(advantage_estimator, None)
         self.hparams.loss_aggregation = loss_aggregation or own
         if self.hparams.loss_aggregation != own:
             rank_zero_info(f"note: advantage_estimator {advantage_estimator} with loss_aggregation "
                            f"{loss_aggregation} (its own is {own})")
-        self.hparams.adaptive_kl = kl_loss_coef == 0 if adaptive_kl is None else adaptive_kl
+        if adaptive_kl is None:
+            adaptive_kl = kl_loss_coef == 0 and reward_transform == "none"
+        self.hparams.adaptive_kl = adaptive_kl
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are not in checkpoints
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or policy_name_or_path)
@@ -257,6 +292,7 @@ class PPOModule(L.LightningModule):
         critic = load_causal_lm(policy_name_or_path, policy_config, init_seed) if separate_critic else None
         self.policy = PolicyWithValueHead(lm, critic, value_head=advantage_estimator == "gae")
         disable_dropout(self.policy)
+        self.anchor = copy.deepcopy(lm).requires_grad_(False) if anchor_ema > 0 else None
         self.reward, self.reward_call = build_reward(reward_model, reward_fn, positive_label,
                                                      reward_output, reward_batch_size)
         self.score_norm = ScoreNormalizer(normalize_scores, score_clip)
@@ -346,6 +382,8 @@ class PPOModule(L.LightningModule):
         t0 = clock(self.device)
         stats = ppo_update(self, ro, first)
         timings["time/update"] = clock(self.device) - t0
+        if self.anchor is not None:
+            ema_update_(self.anchor.parameters(), self.policy.lm.parameters(), self.hparams.anchor_ema)
         self.log_dict(self._rollout_logs(ro) | stats | {k: torch.tensor(v) for k, v in timings.items()},
                       on_step=True, on_epoch=False, batch_size=ro.queries.shape[0],
                       sync_dist=self.trainer.world_size > 1)

@@ -11,7 +11,7 @@ from lightning_rlhf.distributed import all_ranks_true, global_sum, world_size
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.rl.aggregation import global_counts, token_weights
 from lightning_rlhf.rl.logprobs import logprobs_and_entropy
-from lightning_rlhf.rl.losses import PPOLoss, ppo_loss
+from lightning_rlhf.rl.losses import PPOLoss, imitation_loss, ppo_loss
 from lightning_rlhf.rl.rollout import Rollout
 
 POLICY_STATS = {"loss/total": lambda o: o.loss, "loss/policy": lambda o: o.policy.loss,
@@ -19,6 +19,7 @@ POLICY_STATS = {"loss/total": lambda o: o.loss, "loss/policy": lambda o: o.polic
                 "policy/approxkl": lambda o: o.policy.approx_kl}
 VALUE_STATS = {"loss/value": lambda o: o.value.loss, "value/clipfrac": lambda o: o.value.clip_frac}
 KL_LOSS_STATS = {"loss/kl": lambda o: o.kl}
+SFT_STAT = "loss/sft"
 
 
 def policy_outputs(module: L.LightningModule, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -67,7 +68,9 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
     whole batch) uses it instead of a new forward. A mini-batch whose loss is not finite, or
     whose mean policy/old ratio exceeds ``ratio_threshold``, is skipped (no optimizer step) and
     counted; every rank agrees on skips. The value loss is there only with a value head
-    (``ro.values``), the KL loss only with ``module.loss_kl_coef`` > 0.
+    (``ro.values``), the KL loss only with ``module.loss_kl_coef`` > 0. With demos (``ro.demos``,
+    BOND's forward term) the loss is ``jeffreys_beta * PPO loss + (1 - jeffreys_beta) * NLL of
+    the demos``, the NLL a token mean over the mini-batch's demo tokens on all ranks.
 
     Returns:
         Statistics of the applied updates only: the mean over their mini-batches
@@ -84,7 +87,11 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
     kl_loss_coef = module.loss_kl_coef
     recorded = POLICY_STATS | (VALUE_STATS if ro.values is not None else {}) | (
         KL_LOSS_STATS if kl_loss_coef > 0 else {})
+    demos = ro.demos is not None
     records: dict[str, list[torch.Tensor]] = {k: [] for k in (*recorded, "policy/ratio_max")}
+    if demos:
+        records[SFT_STAT] = []
+        demo_ids, demo_attention = ro.demo_input_ids(), ro.demo_attention_mask()
     any_step = False
     for epoch in range(hp.ppo_epochs):
         order = torch.randperm(b, device=device, generator=module._generator())
@@ -92,8 +99,9 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
             reuse = first is not None and epoch == 0 and start == 0
             mb = torch.arange(b, device=device) if reuse else order[start: start + mini]
             tokens, sequences = global_counts(ro.response_mask[mb])
+            demo_tokens = global_counts(ro.demo_mask[mb])[0] if demos else 0.0
             opt.zero_grad()
-            sums = {k: torch.zeros((), device=device) for k in recorded}
+            sums = {k: torch.zeros((), device=device) for k in (*recorded, *([SFT_STAT] if demos else []))}
             ratio_sum, ratio_max, finite = torch.zeros((), device=device), [], True
             for m0 in range(0, len(mb), micro):
                 idx = mb[m0: m0 + micro]
@@ -106,12 +114,19 @@ def ppo_update(module: L.LightningModule, ro: Rollout,
                     ro.advantages[idx], ro.returns[idx], ro.response_mask[idx],
                     hp.cliprange, hp.cliprange_value, hp.vf_coef, hp.entropy_coef, weights,
                     ro.ref_logprobs[idx], kl_loss_coef)
-                finite = all_ranks_true(bool(torch.isfinite(out.loss)), device)
+                loss = out.loss
+                if demos:
+                    demo_weights = token_weights(ro.demo_mask[idx], "token_mean", demo_tokens, sequences, scale=world)
+                    demo_logprobs = policy_outputs(module, demo_ids[idx], demo_attention[idx], ro.demos[idx])[0]
+                    sft = imitation_loss(demo_logprobs, demo_weights)
+                    loss = hp.jeffreys_beta * loss + (1 - hp.jeffreys_beta) * sft
+                    sums[SFT_STAT] = sums[SFT_STAT] + sft.detach()
+                finite = all_ranks_true(bool(torch.isfinite(loss)), device)
                 if not finite:
                     break
                 last_micro = m0 + micro >= len(mb)
                 with contextlib.nullcontext() if last_micro else backward_sync_blocked(module):
-                    module.manual_backward(out.loss)
+                    module.manual_backward(loss)
                 ratio_sum = ratio_sum + out.policy.ratio_mean.detach() / world
                 ratio_max.append(out.policy.ratio_max.detach())
                 for key, get in recorded.items():

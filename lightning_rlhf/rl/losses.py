@@ -90,6 +90,13 @@ def kl_penalty_loss(
     return aggregate(torch.expm1(delta) - delta, weights)
 
 
+def imitation_loss(logprobs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood ``-sum(w * log π(y_t))`` of demonstrated tokens: BOND's forward-KL
+    term, whose gradient is SFT on Best-of-N samples. Args: (b, d) log-probs under the policy
+    (with grad) and aggregation weights (0 off the demos' tokens)."""
+    return -aggregate(logprobs, weights)
+
+
 class PPOLoss(NamedTuple):
     """Total loss (with grad) and detached statistics of one micro-batch; ``value`` is None
     without a critic, ``kl`` is the KL-loss term (0 when it is off)."""

@@ -23,6 +23,9 @@ class Rollout(NamedTuple):
         advantages: (b, r) whitened GAE advantages, or a critic-free estimator's (``rl.estimators``).
         returns: (b, r) advantages + values, before whitening; the advantages without a critic.
         kl: (b, r) per-token KL estimates (masked).
+        demos: (b, d) responses the forward (SFT) term imitates, each row's prompt's best
+            reference sample (BOND); None without that term.
+        demo_mask: (b, d) 1 on the demos' response tokens.
     """
 
     queries: torch.Tensor
@@ -37,6 +40,8 @@ class Rollout(NamedTuple):
     advantages: torch.Tensor
     returns: torch.Tensor
     kl: torch.Tensor
+    demos: torch.Tensor | None = None
+    demo_mask: torch.Tensor | None = None
 
     def input_ids(self, index: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """(b, q + r) query + response ids of the selected rows."""
@@ -45,3 +50,11 @@ class Rollout(NamedTuple):
     def attention_mask(self, index: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """(b, q + r) mask of the selected rows; padding after the stop is masked out."""
         return torch.cat([self.query_mask[index], self.response_mask[index]], dim=-1)
+
+    def demo_input_ids(self, index: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """(b, q + d) query + demo ids of the selected rows."""
+        return torch.cat([self.queries[index], self.demos[index]], dim=-1)
+
+    def demo_attention_mask(self, index: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """(b, q + d) mask of the selected rows' query + demo."""
+        return torch.cat([self.query_mask[index], self.demo_mask[index]], dim=-1)
