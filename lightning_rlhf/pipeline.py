@@ -11,7 +11,9 @@ the wall times and key figures, and the evaluation report is ``<artifacts>/eval/
 ``--algo rloo`` runs the preset's ``rloo.yaml`` as the RL stage instead of ``ppo.yaml``;
 ``--algo ppo,rloo,grpo,dpo`` runs each and evaluates all their policies in one report. A DPO
 stage first makes its preference pairs with ``lightning-rlhf-preferences`` (settings under
-``preferences:`` in ``pipeline.yaml``; finished shards are kept, so a rerun costs nothing).
+``preferences:`` in ``pipeline.yaml``, changed for a stage by a ``preferences-<stage>:`` block,
+e.g. ``preferences-bonbon:`` for best-against-worst-of-8 pairs; into the stage's
+``data.data_path``; finished shards are kept, so a rerun costs nothing).
 """
 
 from __future__ import annotations
@@ -145,6 +147,16 @@ def choose_algorithms(folder: Path, stages: dict[str, dict], evaluate: dict, alg
     return kept | chosen, {**evaluate, "policies": policies}
 
 
+def pair_settings(folder: Path, plan: dict, name: str) -> dict:
+    """``lightning-rlhf-preferences`` settings of the DPO-type stage ``name``: ``preferences:``
+    updated by the stage's own ``preferences-<name>:`` block, when the plan has one."""
+    own = plan.get(f"preferences-{name}") or {}
+    if not isinstance(own, dict):
+        raise ConfigError(f"'{folder / 'pipeline.yaml'}': preferences-{name} must be a mapping of "
+                          f"lightning-rlhf-preferences settings, e.g. {{pairs: best_worst, samples_per_prompt: 8}}")
+    return {**(plan.get("preferences") or {}), **own}
+
+
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
@@ -157,7 +169,8 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--num-prompts", type=positive_int,
                    help="held-out prompts for the evaluation (default: the preset's)")
     p.add_argument("--skip-existing", action="store_true", help="skip stages whose export already exists")
-    p.add_argument("--algo", help="RL stage(s) to run instead of the preset's: ppo, rloo, grpo, dpo, or a comma list")
+    p.add_argument("--algo", help="RL stage(s) to run instead of the preset's: ppo, rloo, grpo, dpo, bonbon, "
+                                  "or a comma list")
     args = p.parse_args(argv)
 
     folder = Path(args.configs) if args.configs else PRESETS_ROOT / args.preset
@@ -180,10 +193,10 @@ def _main(argv: list[str]) -> None:
     data = args.data or (LOCAL_DATA if Path(LOCAL_DATA).exists() else HUB_DATA)
     where = "local copy" if Path(data).exists() else "Hugging Face hub"
     print(f"preset: {folder}; stages: {' -> '.join([*stages, 'eval'])}; data: {data} ({where})", flush=True)
-    pairs_reward = (plan.get("preferences") or {}).get("reward_model")
-    needs_pairs = any(_module(c) == "DPOModule" for c in stages.values())
-    extra = [pairs_reward] if needs_pairs and pairs_reward and not Path(pairs_reward).exists() \
-        and not looks_like_local_path(pairs_reward) else []
+    pairs_rewards = [pair_settings(folder, plan, n).get("reward_model") for n, c in stages.items()
+                     if _module(c) == "DPOModule"]
+    extra = [r for r in dict.fromkeys(pairs_rewards)
+             if r and not Path(r).exists() and not looks_like_local_path(r)]
     check_hub(hub_ids(stages) + extra + ([] if Path(data).exists() else [data]), folder.name)
 
     exports = {name: _init_args(c).get("export_dir") for name, c in stages.items()}
@@ -220,7 +233,7 @@ def _main(argv: list[str]) -> None:
         return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
 
     def preferences(name: str) -> dict:
-        settings = dict(plan.get("preferences") or {})
+        settings = pair_settings(folder, plan, name)
         if not settings.get("policy") or not (settings.get("reward_model") or settings.get("reward_fn")):
             raise ConfigError(f"'{folder / 'pipeline.yaml'}' needs a preferences: block with policy and reward_model "
                               f"(or reward_fn) for the {name} stage")

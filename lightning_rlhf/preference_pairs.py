@@ -2,7 +2,10 @@
 
 k completions per training prompt from a policy export (the SFT model), scored by a reward
 (a classifier export, a hub classifier or a ``reward_fn``), turned into (chosen, rejected) pairs
-and written as ``train-NNNNN.jsonl`` shards with ``settings.json`` beside them. Each shard is
+and written as ``train-NNNNN.jsonl`` shards with ``settings.json`` beside them. ``--pairs
+best_worst`` makes one pair per prompt, the best against the worst of its k samples, and each
+such row also records ``pairs: best_worst`` and ``samples_per_prompt: k`` (the BoNBoN loss reads
+them). Each shard is
 written whole (temporary file, then rename) and sampled from its own seeded generator, so a
 killed run keeps its finished shards and a rerun with the same settings makes the same pairs.
 """
@@ -52,11 +55,25 @@ def _settings(out: Path, settings: dict) -> None:
     write_text_atomic(path, json.dumps(settings, indent=2))
 
 
+def _check_kept_shards(out: Path, pairs: str) -> None:
+    """best_worst shards kept from a run that did not record ``samples_per_prompt`` cannot be read
+    together with new ones (their columns differ): refuse before sampling anything."""
+    if pairs != "best_worst":
+        return
+    for path in sorted(out.glob("train-*.jsonl")):
+        with path.open() as f:
+            first = f.readline()
+        if first.strip() and "samples_per_prompt" not in json.loads(first):
+            raise ConfigError(f"'{out}' holds best_worst pairs made before they recorded samples_per_prompt "
+                              f"({path.name}); use another --out, or delete the folder to start over")
+
+
 @torch.no_grad()
 def make_shard(model, tokenizer, reward, prompt_ids: list[list[int]], args, generator: torch.Generator,
                device: torch.device) -> list[dict]:
     """Sample, score and pair the completions of one shard's prompts."""
     k, rows = args.samples_per_prompt, []
+    best_of_k = {"pairs": "best_worst", "samples_per_prompt": k} if args.pairs == "best_worst" else {}
     eos = tokenizer.eos_token_id if args.stop_at_eos else None
     for start in range(0, len(prompt_ids), args.batch_size):
         ids, mask = pad_rows([{"input_ids": p} for p in prompt_ids[start: start + args.batch_size]],
@@ -71,7 +88,7 @@ def make_shard(model, tokenizer, reward, prompt_ids: list[list[int]], args, gene
             group, group_scores = texts[i * k: (i + 1) * k], scores[i * k: (i + 1) * k]
             for c, r in make_pairs(group_scores, args.pairs, args.min_margin):
                 rows.append({"prompt": prompt, "chosen": group[c], "rejected": group[r],
-                             "chosen_score": group_scores[c], "rejected_score": group_scores[r]})
+                             "chosen_score": group_scores[c], "rejected_score": group_scores[r], **best_of_k})
     return rows
 
 
@@ -85,7 +102,9 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--out", required=True, help="folder for the pair shards and settings.json")
     p.add_argument("--num-prompts", type=int, default=2000)
     p.add_argument("--samples-per-prompt", type=int, default=4)
-    p.add_argument("--pairs", default="all", choices=["all", "best_worst"])
+    p.add_argument("--pairs", default="all", choices=["all", "best_worst"],
+                   help="all: every ordered pair (DPO); best_worst: the best against the worst of the samples, "
+                        "one pair per prompt (BoNBoN's data)")
     p.add_argument("--min-margin", type=float, default=0.0, help="keep pairs whose scores differ by more")
     p.add_argument("--max-new-tokens", type=positive_int, default=24)
     p.add_argument("--temperature", type=positive_float, default=0.7)
@@ -122,6 +141,7 @@ def _main(argv: list[str]) -> None:
         reward_module.to(device)
     out.mkdir(parents=True, exist_ok=True)  # only once every input has loaded
     _settings(out, {k: getattr(args, k) for k in SETTINGS})
+    _check_kept_shards(out, args.pairs)
     shards = range(0, args.num_prompts, args.shard_size)
     total = 0
     for n, first in enumerate(shards):

@@ -1,6 +1,7 @@
 """Preference pairs (built, written by shards, resumed, read back) and DPOModule end to end."""
 
 import json
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -9,9 +10,10 @@ from conftest import write_jsonl
 from test_resume import RecordMetric, _assert_same_training_state, _trainer
 
 from lightning_rlhf.data import IMDBDataModule
-from lightning_rlhf.data.preferences import make_pairs
+from lightning_rlhf.data.preferences import best_of_n, make_pairs
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.modules import DPOModule
+from lightning_rlhf.preference_pairs import _check_kept_shards
 from lightning_rlhf.preference_pairs import main as preferences_main
 from lightning_rlhf.rl.logprobs import logprobs_from_logits
 
@@ -56,12 +58,16 @@ def test_preference_pairs_are_ordered_counted_and_resumable(tiny_gpt2, tokenizer
     assert "holds pairs made with other settings (min_margin)" in capsys.readouterr().err
 
 
-def _pairs(tmp_path, n=48):
-    """A separable toy preference set: chosen responses praise, rejected ones pan."""
+def _pairs(tmp_path, n=48, best_of=None):
+    """A separable toy preference set: chosen responses praise, rejected ones pan; with
+    ``best_of`` the rows say they are the best and worst of that many samples (--pairs best_worst)."""
     rows = [{"prompt": "the movie", "chosen": " was great and wonderful", "rejected": " was awful and boring"}
             if i % 2 else {"prompt": "this film", "chosen": " loved it best", "rejected": " hated it worst"}
             for i in range(n)]
-    return str(write_jsonl(tmp_path / "pairs" / "train.jsonl", rows).parent)
+    if best_of is not None:
+        rows = [{**r, "pairs": "best_worst", "samples_per_prompt": best_of} for r in rows]
+    name = "pairs" if best_of is None else f"pairs-best-of-{best_of}"
+    return str(write_jsonl(tmp_path / name / "train.jsonl", rows).parent)
 
 
 def _dpo_dm(data, tokenizer_dir, batch_size=4, **kw):
@@ -126,19 +132,20 @@ def test_precomputed_reference_log_probs_give_the_same_training(tiny_gpt2, token
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
 
 
-@pytest.mark.parametrize("finished", [False, True], ids=["mid_run", "end_of_fit"])
-def test_dpo_resume_is_exact(tiny_gpt2, tokenizer_dir, tmp_path, finished):
-    data = _pairs(tmp_path, n=40)  # 32 train pairs: 8 batches per epoch
+@pytest.mark.parametrize("finished, loss_type", [(False, "sigmoid"), (True, "sigmoid"), (False, "bonbon")],
+                         ids=["mid_run", "end_of_fit", "bonbon_mid_run"])
+def test_dpo_resume_is_exact(tiny_gpt2, tokenizer_dir, tmp_path, finished, loss_type):
+    data = _pairs(tmp_path, n=40, best_of=4 if loss_type == "bonbon" else None)  # 32 train pairs: 8 batches
     n = 6 if finished else 4
     straight_rec = RecordMetric("train/loss")
-    straight = _dpo(tiny_gpt2, tokenizer_dir)
+    straight = _dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type)
     t_straight = _trainer(tmp_path / "a", 2 * n, straight_rec, every=None if finished else n, limit_val_batches=0)
     t_straight.fit(straight, _dpo_dm(data, tokenizer_dir))
     first_rec = RecordMetric("train/loss")
     _trainer(tmp_path / "b", n, first_rec, every=None if finished else n, limit_val_batches=0).fit(
-        _dpo(tiny_gpt2, tokenizer_dir), _dpo_dm(data, tokenizer_dir))
+        _dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type), _dpo_dm(data, tokenizer_dir))
     resumed_rec = RecordMetric("train/loss")
-    resumed = _dpo(tiny_gpt2, tokenizer_dir)
+    resumed = _dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type)
     t_resumed = _trainer(tmp_path / "b", 2 * n, resumed_rec, limit_val_batches=0)
     t_resumed.fit(resumed, _dpo_dm(data, tokenizer_dir), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     assert first_rec.values + resumed_rec.values == straight_rec.values
@@ -173,3 +180,127 @@ def test_dpo_runs_under_bf16_mixed(tiny_gpt2, tokenizer_dir, tmp_path):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         policy, _ = module._logprobs(batch)
     assert policy.dtype == torch.float32, "summed log-probs from the fp32 head"
+
+
+def test_best_worst_pairs_record_that_they_are_best_and_worst_of_n(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from lightning_rlhf.models.loading import build_from_config
+
+    policy = tmp_path / "policy"
+    build_from_config(tiny_gpt2, "causal_lm", seed=0).save_pretrained(policy)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(policy)
+    args = ["--policy", str(policy), "--reward-fn", "test_ppo:e_fraction", "--data", imdb_dir, "--num-prompts", "12",
+            "--max-new-tokens", "6", "--temperature", "1.5", "--batch-size", "12", "--device", "cpu"]
+    preferences_main([*args, "--pairs", "best_worst", "--samples-per-prompt", "5", "--out", str(tmp_path / "bw")])
+    rows = [json.loads(line) for line in (tmp_path / "bw" / "train-00000.jsonl").open()]
+    assert 0 < len(rows) <= 12, "one pair per prompt at most (ties make none)"
+    assert all(r["pairs"] == "best_worst" and r["samples_per_prompt"] == 5 for r in rows)
+    assert all(r["chosen_score"] > r["rejected_score"] for r in rows)
+    dm = IMDBDataModule(data_path=str(tmp_path / "bw"), tokenizer=tokenizer_dir, shape="preferences", val_size=1)
+    dm.setup("fit")
+    assert dm.best_of_n() == 5
+    # the default all-pairs shards keep their old columns, and say they are no best-of-n pairs
+    preferences_main([*args, "--samples-per-prompt", "3", "--out", str(tmp_path / "all")])
+    assert "samples_per_prompt" not in json.loads((tmp_path / "all" / "train-00000.jsonl").open().readline())
+    dm = IMDBDataModule(data_path=str(tmp_path / "all"), tokenizer=tokenizer_dir, shape="preferences", val_size=1)
+    dm.setup("fit")
+    with pytest.raises(ConfigError, match="rerun lightning-rlhf-preferences with --pairs best_worst"):
+        dm.best_of_n()
+
+
+def test_best_worst_shards_without_n_are_not_resumed(tmp_path):
+    write_jsonl(tmp_path / "train-00000.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"}])
+    _check_kept_shards(tmp_path, "all")  # all-pairs shards never carry the columns
+    with pytest.raises(ConfigError, match="made before they recorded samples_per_prompt"):
+        _check_kept_shards(tmp_path, "best_worst")
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"train": {}, "validation": {}}, "no pairs and samples_per_prompt columns: all-pairs shards"),
+    ({"train": {"pairs": ["all"], "samples_per_prompt": [4]}}, "are pairs: all; rerun .* --pairs best_worst"),
+    ({"train": {"pairs": ["best_worst"]}}, "do not record samples_per_prompt"),
+    ({"train": {"pairs": ["best_worst"], "samples_per_prompt": [8]},
+      "validation": {"pairs": ["best_worst"], "samples_per_prompt": [4]}}, "mix samples_per_prompt 4, 8"),
+    ({"train": {"pairs": ["best_worst"], "samples_per_prompt": [8]},
+      "validation": {"pairs": ["best_worst"], "samples_per_prompt": [8]}}, None),
+])
+def test_best_of_n_reads_the_pair_columns(columns, message):
+    if message is None:
+        assert best_of_n(columns, "p") == 8
+        return
+    with pytest.raises(ConfigError, match=message):
+        best_of_n(columns, "p")
+
+
+def _fit(module, dm, tmp_path, steps=1, **kw):
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kw)
+    trainer.fit(module, dm)
+    return trainer
+
+
+@pytest.mark.parametrize("best_of, bon_n, message", [
+    (None, None, "rerun lightning-rlhf-preferences with --pairs best_worst"),
+    (8, 4, r"bon_n \(4\) does not match .* samples_per_prompt 8; remove bon_n"),
+])
+def test_bonbon_refuses_pairs_that_are_not_its_best_of_n(tiny_gpt2, tokenizer_dir, tmp_path, best_of, bon_n, message):
+    module = _dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", bon_n=bon_n)
+    with pytest.raises(ConfigError, match=message):
+        _fit(module, _dpo_dm(_pairs(tmp_path, best_of=best_of), tokenizer_dir), tmp_path)
+
+
+def test_bonbon_on_all_pairs_ends_in_one_error_line(tiny_gpt2, tokenizer_dir, tmp_path, capsys):
+    from lightning_rlhf.cli import cli_main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "offline" / "bonbon.yaml"
+    with pytest.raises(SystemExit) as done:
+        cli_main(["fit", "--config", str(config), "--data.data_path", _pairs(tmp_path), "--data.val_size", "8",
+                  "--data.tokenizer", tokenizer_dir, "--model.init_args.policy_name_or_path", "null",
+                  "--model.init_args.tokenizer_name_or_path", tokenizer_dir,
+                  "--model.init_args.policy_config", json.dumps(tiny_gpt2), "--trainer.logger", "false"])
+    assert done.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: loss_type bonbon needs best-against-worst-of-n pairs")
+    assert "--pairs best_worst" in last
+
+
+def test_bonbon_fits_logs_its_parts_and_learns(tiny_gpt2, tokenizer_dir, tmp_path):
+    module = _dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", bonbon_alpha=0.1)
+    records = {k: RecordMetric(f"train/{k}") for k in ("loss", "sft_loss", "ipo_loss")}
+    trainer = _fit(module, _dpo_dm(_pairs(tmp_path, best_of=4), tokenizer_dir), tmp_path, steps=12,
+                   callbacks=list(records.values()))
+    assert module.bon_n == 4, "n comes from the pairs"
+    loss, sft, ipo = (records[k].values for k in ("loss", "sft_loss", "ipo_loss"))
+    for total, s, i in zip(loss, sft, ipo, strict=True):
+        assert total == pytest.approx(0.1 * s + 0.9 * i, rel=1e-5)
+    # at the start π = ref, h = 0: the IPO part is m_4² = 5.5² = 30.25; training moves h towards 5.5
+    assert ipo[0] == pytest.approx(30.25, rel=1e-5) and ipo[-1] < ipo[0] / 2
+    metrics = trainer.callback_metrics
+    assert metrics["val/ipo_loss"] < 30.25 and metrics["val/sft_loss"] > 0
+    assert metrics["val/rewards/margins"].item() > 0
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "bonbon"])
+def test_the_gradient_does_not_depend_on_the_batch_cut(tiny_gpt2, tokenizer_dir, tmp_path, loss_type):
+    """The mean over 8 pairs of uneven lengths is the mean of the means over its two halves: what
+    DDP's gradient average over 2 ranks of 4 pairs, and accumulation over 2 batches, make of it
+    (test_ddp.py runs the 2 ranks for sigmoid). BoNBoN's two terms are both means over pairs."""
+    best_of = {"pairs": "best_worst", "samples_per_prompt": 8} if loss_type == "bonbon" else {}
+    rows = [{"prompt": f"the movie {i}", "chosen": " was great" + " and good" * (i % 3),
+             "rejected": " was awful" + " and dull" * (i % 4), **best_of} for i in range(16)]
+    data = str(write_jsonl(tmp_path / "pairs" / "train.jsonl", rows).parent)
+    module = _dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type, bon_n=8 if best_of else None)
+
+    def grad(batch_size: int) -> torch.Tensor:
+        dm = _dpo_dm(data, tokenizer_dir, batch_size=batch_size)
+        dm.setup("fit")
+        module.policy.zero_grad()
+        batches = list(dm.ordered_loader("train"))[: 8 // batch_size]
+        for batch in batches:
+            (module._step(batch)[0] / len(batches)).backward()
+        return torch.cat([p.grad.reshape(-1) for p in module.policy.parameters() if p.grad is not None])
+
+    whole, halves = grad(8), grad(4)
+    assert whole.norm() > 0
+    assert ((whole - halves).norm() / whole.norm()).item() <= 1e-5

@@ -1,4 +1,4 @@
-"""DPO, IPO and hinge losses against hand-computed values (log-probs given)."""
+"""DPO, IPO, hinge and BoNBoN losses against hand-computed values (log-probs given)."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_rlhf.errors import ConfigError
-from lightning_rlhf.rl.dpo import dpo_loss, sequence_logprobs
+from lightning_rlhf.rl.dpo import bonbon_margin, dpo_loss, sequence_logprobs
 
 # two pairs: h = (pc - rc) - (pr - rr) = (−3 + 4) − (−5 + 4) = 2 and (−6 + 5) − (−2 + 3) = −2
 PC, PR = torch.tensor([-3.0, -6.0]), torch.tensor([-5.0, -2.0])
@@ -55,7 +55,65 @@ def test_sequence_logprobs_ignore_prompt_and_padding():
     (dict(loss_type="kto"), "loss_type must be one of"),
     (dict(label_smoothing=0.5), r"label_smoothing must be in \[0, 0.5\)"),
     (dict(loss_type="ipo", label_smoothing=0.1), "sigmoid loss only"),
+    (dict(loss_type="bonbon", bon_n=8, label_smoothing=0.1), "sigmoid loss only"),
+    (dict(loss_type="bonbon"), "the bonbon loss needs bon_n"),
+    (dict(loss_type="bonbon", bon_n=1), "n >= 2"),
+    (dict(loss_type="bonbon", bon_n=8, bonbon_alpha=1.5), r"bonbon_alpha must be in \[0, 1\]"),
 ])
 def test_bad_settings(kw, message):
     with pytest.raises(ConfigError, match=message):
         dpo_loss(PC, PR, RC, RR, **kw)
+
+
+def test_bonbon_margin_by_hand():
+    # m_n = (n − 1) H_{n−1}: 1·1 = 1; 2·(1 + 1/2) = 3; 3·(1 + 1/2 + 1/3) = 3·11/6 = 5.5;
+    # 7·H_7 = 7·363/140 = 363/20 = 18.15, so β* = 1/(2·18.15) = 0.0275482 (the official README's beta)
+    assert bonbon_margin(2) == 1.0 and bonbon_margin(3) == 3.0 and bonbon_margin(4) == pytest.approx(5.5)
+    assert bonbon_margin(8) == pytest.approx(18.15, abs=1e-12)
+    assert 1 / (2 * bonbon_margin(8)) == pytest.approx(0.0275482094, abs=1e-10)
+    for n in (1, 0, 2.5, True):
+        with pytest.raises(ConfigError, match="n >= 2"):
+            bonbon_margin(n)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 16])
+def test_bonbon_margin_is_the_digamma_gap_and_the_best_worst_log_cdf_gap(n):
+    # (n − 1)(ψ(n) − ψ(1)), the derivation's form
+    digamma = torch.special.digamma(torch.tensor([float(n), 1.0], dtype=torch.float64))
+    assert bonbon_margin(n) == pytest.approx((n - 1) * (digamma[0] - digamma[1]).item(), rel=1e-12)
+    # under π_BoN, h = (n − 1)(log F(y_best) − log F(y_worst)) with F of n reference samples i.i.d.
+    # uniform: its Monte Carlo mean (200k draws; sd(log U_(1)) < 1.3, so the standard error is
+    # below 0.003·(n − 1)) is m_n
+    u = torch.rand(200_000, n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    h = (n - 1) * (u.max(-1).values.log() - u.min(-1).values.log())
+    assert h.mean().item() == pytest.approx(bonbon_margin(n), abs=0.015 * (n - 1))
+
+
+def test_bonbon_loss_by_hand():
+    # h = 2, −2 as above; −log π_c = 3, 6 (SFT mean 4.5)
+    # n = 2, m = 1, α = 0.5: IPO (2 − 1)² = 1, (−2 − 1)² = 9 (mean 5); loss 0.5·4.5 + 0.5·5 = 4.75
+    out = dpo_loss(PC, PR, RC, RR, loss_type="bonbon", bon_n=2, bonbon_alpha=0.5)
+    assert out.loss.item() == pytest.approx(4.75)
+    assert out.sft_loss.item() == pytest.approx(4.5) and out.ipo_loss.item() == pytest.approx(5.0)
+    # implicit rewards at β* = 1/(2·1) = 0.5, whatever beta says: 0.5·(pc − rc), 0.5·(pr − rr)
+    torch.testing.assert_close(out.chosen_rewards, torch.tensor([0.5, -0.5]))
+    torch.testing.assert_close(out.rejected_rewards, torch.tensor([-0.5, 0.5]))
+    # n = 3, m = 3, α = 0.005 (default): IPO (2 − 3)² = 1, (−2 − 3)² = 25 (mean 13);
+    # loss 0.005·4.5 + 0.995·13 = 0.0225 + 12.935 = 12.9575
+    out = dpo_loss(PC, PR, RC, RR, beta=123.0, loss_type="bonbon", bon_n=3)
+    assert out.loss.item() == pytest.approx(12.9575)
+    assert out.sft_loss.item() == pytest.approx(4.5) and out.ipo_loss.item() == pytest.approx(13.0)
+    # α = 1: SFT on the best only; α = 0: IPO at β* only
+    assert dpo_loss(PC, PR, RC, RR, loss_type="bonbon", bon_n=3, bonbon_alpha=1.0).loss.item() == pytest.approx(4.5)
+    assert dpo_loss(PC, PR, RC, RR, loss_type="bonbon", bon_n=3, bonbon_alpha=0.0).loss.item() == pytest.approx(13.0)
+    assert dpo_loss(PC, PR, RC, RR, loss_type="sigmoid").sft_loss is None
+
+
+def test_bonbon_gradient_by_hand():
+    # n = 2 (m = 1), α = 0.5, mean over b = 2 pairs:
+    # d/dpc = (−α + (1 − α)·2(h − m)) / 2: (−0.5 + 1) / 2 = 0.25; (−0.5 − 3) / 2 = −1.75
+    # d/dpr = −(1 − α)·2(h − m) / 2: −1 / 2 = −0.5; 3 / 2 = 1.5 (the SFT term does not touch rejected)
+    pc, pr = PC.clone().requires_grad_(), PR.clone().requires_grad_()
+    dpo_loss(pc, pr, RC, RR, loss_type="bonbon", bon_n=2, bonbon_alpha=0.5).loss.backward()
+    torch.testing.assert_close(pc.grad, torch.tensor([0.25, -1.75]))
+    torch.testing.assert_close(pr.grad, torch.tensor([-0.5, 1.5]))

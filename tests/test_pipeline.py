@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import TINY_DISTILBERT, TINY_GPT2
 
+from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.pipeline import main as pipeline_main
 
 
@@ -80,15 +82,44 @@ def test_pipeline_runs_a_preset_folder(tmp_path, tokenizer_dir, imdb_dir, capsys
             "policy_name_or_path": str(art / "sft"), "export_dir": str(art / "dpo")}},
         "data": {**data, "data_path": str(art / "pairs"), "tokenizer": str(art / "sft"), "shape": "preferences",
                  "batch_size": 4, "val_size": 4, "max_length": 32}})
+    # and BoNBoN beside it: its own pairs (preferences-bonbon: best against worst of 3) into its own folder
+    bonbon = yaml.safe_load((preset / "dpo.yaml").read_text())
+    bonbon["model"]["init_args"].update(loss_type="bonbon", export_dir=str(art / "bonbon"))
+    bonbon["data"]["data_path"] = str(art / "pairs-bonbon")
+    _write(preset / "bonbon.yaml", bonbon)
     plan = yaml.safe_load((preset / "pipeline.yaml").read_text())
     plan["preferences"] = {"policy": str(art / "sft"), "reward_model": str(art / "reward"), "num_prompts": 8,
                            "max_new_tokens": 4}
+    plan["preferences-bonbon"] = {"pairs": "best_worst", "samples_per_prompt": 3}
     _write(preset / "pipeline.yaml", plan)
-    pipeline_main(["--configs", str(preset), "--data", imdb_dir, "--algo", "ppo,dpo", "--skip-existing"])
+    pipeline_main(["--configs", str(preset), "--data", imdb_dir, "--algo", "ppo,dpo,bonbon", "--skip-existing"])
     out = capsys.readouterr().out
     assert "== dpo_pairs: done in" in out and "== dpo: done in" in out
-    assert list(json.loads((art / "eval" / "metrics.json").read_text())["policies"]) == ["sft", "ppo", "dpo"]
+    assert "== bonbon_pairs: done in" in out and "== bonbon: done in" in out
+    assert list(json.loads((art / "eval" / "metrics.json").read_text())["policies"]) == ["sft", "ppo", "dpo", "bonbon"]
     assert (art / "pairs" / "train-00000.jsonl").exists() and (art / "dpo" / "model.safetensors").exists()
+    assert (art / "bonbon" / "model.safetensors").exists()
+    dpo_row = json.loads((art / "pairs" / "train-00000.jsonl").open().readline())
+    bonbon_rows = [json.loads(line) for line in (art / "pairs-bonbon" / "train-00000.jsonl").open()]
+    assert "samples_per_prompt" not in dpo_row and len(bonbon_rows) <= 8
+    assert all(r["pairs"] == "best_worst" and r["samples_per_prompt"] == 3 for r in bonbon_rows)
 
     pipeline_main(["--configs", str(preset), "--data", imdb_dir, "--skip-existing"])
     assert "== ppo: " + str(art / "ppo") + " exists, skipped" in capsys.readouterr().out
+
+
+def test_shipped_presets_make_bonbon_its_own_best_of_8_pairs():
+    """``--algo bonbon`` makes best-against-worst-of-8 pairs into bonbon.yaml's data_path, apart from DPO's."""
+    from lightning_rlhf.pipeline import pair_settings
+
+    repo = Path(__file__).resolve().parents[1] / "configs"
+    for preset in ("offline", "gpt2"):
+        plan = yaml.safe_load((repo / preset / "pipeline.yaml").read_text())
+        dpo, bonbon = pair_settings(repo / preset, plan, "dpo"), pair_settings(repo / preset, plan, "bonbon")
+        assert bonbon == {**dpo, **plan["preferences-bonbon"]}
+        assert (bonbon["pairs"], bonbon["samples_per_prompt"], dpo.get("pairs", "all")) == ("best_worst", 8, "all")
+        paths = {name: yaml.safe_load((repo / preset / f"{name}.yaml").read_text())["data"]["data_path"]
+                 for name in ("dpo", "bonbon")}
+        assert paths["bonbon"] == f"artifacts/{preset}/preferences-bonbon" != paths["dpo"]
+    with pytest.raises(ConfigError, match="preferences-bonbon must be a mapping"):
+        pair_settings(repo / "offline", {"preferences-bonbon": ["best_worst"]}, "bonbon")

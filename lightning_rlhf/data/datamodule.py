@@ -10,7 +10,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lightning_rlhf.data.collate import ClassificationCollator, LeftPadCollator, LMBlockCollator, PreferenceCollator
-from lightning_rlhf.data.preferences import load_preferences
+from lightning_rlhf.data.preferences import best_of_n, best_of_n_columns, load_preferences
 from lightning_rlhf.data.resumable import EpochShuffleSampler, ResumableDataLoader
 from lightning_rlhf.data.sources import load_reviews
 from lightning_rlhf.errors import ConfigError
@@ -31,7 +31,8 @@ class IMDBDataModule(L.LightningDataModule):
             rollouts), ``classification`` (tokenized text + label for the reward model) or
             ``preferences`` (prompt, chosen and rejected responses for DPO; ``data_path`` is then
             a ``lightning-rlhf-preferences`` folder, a .jsonl/.parquet file or a hub dataset with
-            prompt/chosen/rejected columns).
+            prompt/chosen/rejected columns; ``best_of_n()`` says whether they are best-vs-worst
+            of n pairs, for the ``bonbon`` loss).
         batch_size: Samples per batch (per process under DDP).
         val_size: Validation reviews held out of train (a count, or a fraction if < 1), unless the
             source has its own validation split (``val*`` files), which is then used.
@@ -86,6 +87,7 @@ class IMDBDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.tokenizer = load_tokenizer(tokenizer, pad_with_eos=pad_with_eos)
         self.splits: dict[str, datasets.Dataset] = {}
+        self.pair_columns: dict[str, dict[str, list]] = {}  # split -> distinct pairs/samples_per_prompt values
 
     # -- preparing splits -------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -94,6 +96,8 @@ class IMDBDataModule(L.LightningDataModule):
         hp = self.hparams
         raw = (load_preferences(hp.data_path, hp.preference_columns) if hp.shape == "preferences"
                else load_reviews(hp.data_path))
+        if hp.shape == "preferences":
+            self.pair_columns = best_of_n_columns(raw)  # tokenizing drops these columns
         parts = self._split_train(raw)
         if "test" in raw:
             parts["test"] = raw["test"].shuffle(seed=hp.seed)
@@ -193,6 +197,14 @@ class IMDBDataModule(L.LightningDataModule):
                               f"max_length ({hp.max_length}); raise max_length up to the model's context "
                               f"or drop the long pairs")
         return ds
+
+    def best_of_n(self) -> int:
+        """The n of the pairs when each is the best against the worst of n samples (written by
+        ``lightning-rlhf-preferences --pairs best_worst``); else a ``ConfigError`` naming the fix."""
+        if self.hparams.shape != "preferences" or not self.splits:
+            raise ConfigError(f"best-of-n pairs come from the preferences shape after setup, not from shape "
+                              f"'{self.hparams.shape}'; set data.shape: preferences")
+        return best_of_n(self.pair_columns, self.hparams.data_path)
 
     # -- loaders ---------------------------------------------------------------------------
     def _collate(self):

@@ -2,7 +2,9 @@
 
 A preference row holds ``prompt``, ``chosen`` and ``rejected`` texts (the responses without the
 prompt), the format of public preference sets; ``lightning-rlhf-preferences`` also writes
-``chosen_score`` and ``rejected_score``.
+``chosen_score`` and ``rejected_score``, and with ``--pairs best_worst`` also ``pairs``
+(``"best_worst"``) and ``samples_per_prompt`` (n): chosen is the best and rejected the worst of
+n samples, what the ``bonbon`` loss needs (``best_of_n``). Other losses ignore these columns.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from lightning_rlhf.hub import hub_reachable, looks_like_local_path
 
 PairMode = Literal["all", "best_worst"]
 COLUMNS = ("prompt", "chosen", "rejected")
+BEST_OF_N_COLUMNS = ("pairs", "samples_per_prompt")  # written by --pairs best_worst
 
 
 def make_pairs(scores: list[float], mode: PairMode = "all", min_margin: float = 0.0) -> list[tuple[int, int]]:
@@ -78,3 +81,38 @@ def load_preferences(source: str, columns: dict[str, str] | None = None) -> data
             raise ConfigError(f"row {empty[0]} of the {name} split of '{source}' has an empty chosen or rejected "
                               f"response ({len(empty)} such rows); drop them")
     return raw
+
+
+def best_of_n_columns(raw: datasets.DatasetDict) -> dict[str, dict[str, list]]:
+    """The distinct values of the ``pairs`` and ``samples_per_prompt`` columns of each split (a
+    column the split lacks is left out): what ``best_of_n`` reads, kept small once the
+    splits are tokenized."""
+    return {name: {c: split.unique(c) for c in BEST_OF_N_COLUMNS if c in split.column_names}
+            for name, split in raw.items()}
+
+
+def best_of_n(columns: dict[str, dict[str, list]], source: str) -> int:
+    """n when every row of every split is the best against the worst of n samples for its prompt
+    (``pairs`` is ``best_worst`` and ``samples_per_prompt`` one n everywhere), as
+    ``lightning-rlhf-preferences --pairs best_worst`` writes them; else a ``ConfigError`` that
+    names the fix. ``columns`` is ``best_of_n_columns``' answer."""
+    fix = ("rerun lightning-rlhf-preferences with --pairs best_worst --samples-per-prompt N (e.g. 8) and a new "
+           "--out folder, and set data.data_path to it")
+    modes = {m for split in columns.values() for m in split.get("pairs", [None])}
+    counts = {n for split in columns.values() for n in split.get("samples_per_prompt", [None])}
+    if modes == {None}:
+        raise ConfigError(f"loss_type bonbon needs best-against-worst-of-n pairs, but the pairs in '{source}' do not "
+                          f"say they are (no pairs and samples_per_prompt columns: all-pairs shards, shards made "
+                          f"before these columns, or other data); {fix} (own best/worst-of-n data: add the columns "
+                          f"pairs: best_worst and samples_per_prompt: n)")
+    if modes != {"best_worst"}:
+        raise ConfigError(f"loss_type bonbon needs best-against-worst-of-n pairs, but the pairs in '{source}' are "
+                          f"pairs: {', '.join(sorted(map(str, modes)))}; {fix}")
+    if None in counts:
+        raise ConfigError(f"the best_worst pairs in '{source}' do not record samples_per_prompt, the n that sets the "
+                          f"bonbon margin; {fix}")
+    if len(counts) > 1:
+        raise ConfigError(f"the pairs in '{source}' mix samples_per_prompt {', '.join(map(str, sorted(counts)))}; "
+                          f"the bonbon margin needs one n: {fix}")
+    (n,) = counts
+    return n

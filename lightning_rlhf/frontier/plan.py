@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from lightning_rlhf.callbacks.snapshots import snapshot_count_problem
 from lightning_rlhf.errors import ConfigError, MissingInputError
 
 
@@ -39,7 +40,9 @@ class FrontierSettings:
             one entry per method and setting (e.g. ``ppo-kl3: {config: ppo.yaml, args:
             {model.init_args.kl_target: 3}}``).
         seeds: Every method runs once per seed (``seed_everything`` and ``data.seed``).
-        snapshots: Policies evaluated along each run (evenly spaced; the last is the final one).
+        snapshots: Policies evaluated along each run, at least 4: quadratically spaced steps
+            (``callbacks.snapshots.snapshot_steps``; 8 of 200 steps: 3, 13, 28, 50, 78, 113, 153,
+            200), so the first lands in the first 10% of the run and the last is its final policy.
         best_of_n: n values of Best-of-N from the reference, one candidate set per seed.
         num_prompts: Held-out test prompts, the same for every point.
         max_new_tokens, temperature, stop_at_eos: How every point samples its responses.
@@ -58,7 +61,7 @@ class FrontierSettings:
     data: str = "../shared/data/imdb"
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [1, 2])
-    snapshots: int = 5
+    snapshots: int = 8
     best_of_n: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     num_prompts: int = 256
     max_new_tokens: int = 24
@@ -77,11 +80,11 @@ class FrontierSettings:
                 for seed in self.seeds for name, spec in self.methods.items()]
 
     def quick(self) -> FrontierSettings:
-        """A smoke-test version: a few prompts, the first seed, two snapshots, best-of-4, and
-        runs cut to a few optimizer steps (``trainer.max_steps``)."""
+        """A smoke-test version: a few prompts, the first seed, four snapshots (the fewest that put
+        one in the first 10%), best-of-4, and runs cut to a few optimizer steps (``trainer.max_steps``)."""
         methods = {name: {**spec, "args": {**(spec.get("args") or {}), "trainer.max_steps": 4}}
                    for name, spec in self.methods.items()}
-        return replace(self, methods=methods, seeds=self.seeds[:1], snapshots=2, num_prompts=8,
+        return replace(self, methods=methods, seeds=self.seeds[:1], snapshots=4, num_prompts=8,
                        best_of_n=[n for n in self.best_of_n if n <= 4] or [1], max_new_tokens=8, batch_size=32)
 
 
@@ -143,8 +146,11 @@ def load_settings(path: str | Path) -> FrontierSettings:
         if not (settings.base_dir / spec["config"]).exists():
             raise MissingInputError(f"'{path}': method '{name}' names '{settings.base_dir / spec['config']}', "
                                     f"which does not exist (paths are relative to the frontier YAML)")
-    if not settings.seeds or settings.snapshots < 1 or settings.num_prompts < 1:
-        raise ConfigError(f"'{path}': seeds must be non-empty, snapshots and num_prompts at least 1")
+    if not settings.seeds or settings.num_prompts < 1:
+        raise ConfigError(f"'{path}': seeds must be non-empty and num_prompts at least 1")
+    problem = snapshot_count_problem(settings.snapshots)
+    if problem:
+        raise ConfigError(f"'{path}': {problem}")
     if settings.max_new_tokens < 1 or settings.batch_size < 1 or not settings.temperature > 0:
         raise ConfigError(f"'{path}': max_new_tokens and batch_size must be at least 1 and temperature above 0")
     if any(n < 1 for n in settings.best_of_n):

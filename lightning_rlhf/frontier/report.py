@@ -10,10 +10,20 @@ from pathlib import Path
 
 from lightning_rlhf.callbacks.samples import markdown_table
 
-COLUMNS = ["method", "seed", "point", "kl", "kl_is_bound", "reward_mean", "reward_ci95_low", "reward_ci95_high",
-           "positive_rate", "gold_positive_probability", "gold_positive_rate", "distinct_2",
+COLUMNS = ["method", "seed", "point", "kl", "kl_bound", "kl_empirical", "reward_mean", "reward_ci95_low",
+           "reward_ci95_high", "positive_rate", "gold_positive_probability", "gold_positive_rate", "distinct_2",
            "perplexity_under_reference", "mean_length_tokens"]
 GOAL_KL = 2.0
+
+
+def kl_fields(point: dict) -> dict:
+    """A point's KL columns: ``kl`` is the x-axis (a trained policy's KL estimated from its
+    samples, Best-of-N's estimate from its selected responses); ``kl_bound`` and ``kl_empirical``
+    are Best-of-N's bound and tie-aware empirical KL (None for trained policies). A Best-of-N
+    point cached before the estimate existed holds the bound as ``kl_to_reference`` (flagged
+    ``kl_is_bound``); its ``kl`` is then the bound too."""
+    bound = point.get("kl_bound", point["kl_to_reference"] if point.get("kl_is_bound") else None)
+    return {"kl": point["kl_to_reference"], "kl_bound": bound, "kl_empirical": point.get("kl_empirical")}
 
 
 def point_rows(results: list[dict]) -> list[dict]:
@@ -23,7 +33,7 @@ def point_rows(results: list[dict]) -> list[dict]:
         for p in result["points"]:
             rows.append({
                 "method": result["method"], "seed": result.get("seed"), "point": p.get("step", p.get("best_of")),
-                "kl": p["kl_to_reference"], "kl_is_bound": bool(p.get("kl_is_bound", False)),
+                **kl_fields(p),
                 "reward_mean": p["reward_mean"], "reward_ci95_low": p["reward_ci95"][0],
                 "reward_ci95_high": p["reward_ci95"][1], "positive_rate": p.get("positive_rate"),
                 "gold_positive_probability": p.get("gold_positive_probability"),
@@ -46,9 +56,9 @@ def seed_means(rows: list[dict]) -> list[dict]:
         groups[(row["method"], row["point"])].append(row)
     out = []
     for (method, point), group in groups.items():
-        mean = {k: _mean([r[k] for r in group]) for k in COLUMNS[3:] if k != "kl_is_bound"}
-        out.append({"method": method, "point": point, "seeds": len(group), "kl_is_bound": group[0]["kl_is_bound"],
-                    **mean, "kl_min": min(r["kl"] for r in group), "kl_max": max(r["kl"] for r in group),
+        mean = {k: _mean([r[k] for r in group]) for k in COLUMNS[3:]}
+        out.append({"method": method, "point": point, "seeds": len(group), **mean,
+                    "kl_min": min(r["kl"] for r in group), "kl_max": max(r["kl"] for r in group),
                     "reward_min": min(r["reward_mean"] for r in group),
                     "reward_max": max(r["reward_mean"] for r in group)})
     return out
@@ -80,13 +90,13 @@ def markdown(rows: list[dict], means: list[dict], settings: dict, wall_s: float 
         return None if d2 in (None, 0) or value is None else value / d2
 
     table = [{"method": m["method"], "point": m["point"], "seeds": m["seeds"],
-              "KL (nats)": _fmt(m["kl"], 2) + (" (bound)" if m["kl_is_bound"] else ""),
+              "KL (nats)": _fmt(m["kl"], 2), "KL bound": "" if m["kl_bound"] is None else _fmt(m["kl_bound"], 2),
               "KL seed range": f"{m['kl_min']:.2f}-{m['kl_max']:.2f}",
               "reward": _fmt(m["reward_mean"]), "reward seed range": f"{m['reward_min']:.3f}-{m['reward_max']:.3f}",
               "gold P(pos)": _fmt(m["gold_positive_probability"]), "gold pos. rate": _fmt(m["gold_positive_rate"]),
               "distinct-2 / SFT": _fmt(ratio(m["distinct_2"]), 2)} for m in means]
     per_seed = [{"method": r["method"], "point": r["point"], "seed": "" if r["seed"] is None else r["seed"],
-                 "KL": _fmt(r["kl"], 2),
+                 "KL": _fmt(r["kl"], 2), "KL bound": "" if r["kl_bound"] is None else _fmt(r["kl_bound"], 2),
                  "reward": _fmt(r["reward_mean"]), "gold pos. rate": _fmt(r["gold_positive_rate"]),
                  "distinct-2": _fmt(r["distinct_2"])} for r in rows]
     goal = [{"method": b["method"], "point": b["point"], "KL": _fmt(b["kl"], 2), "reward": _fmt(b["reward_mean"]),
@@ -96,7 +106,8 @@ def markdown(rows: list[dict], means: list[dict], settings: dict, wall_s: float 
              f"{settings['num_prompts']} held-out test prompts per point; {settings['max_new_tokens']} new tokens at "
              f"temperature {settings['temperature']}; proxy reward `{settings['reward_model']}`, gold judge "
              f"`{settings['judge']}`; KL is the sequence-level KL(pi || SFT) estimated from the samples, except "
-             f"Best-of-N's, which is the bound log n - (n-1)/n." + (f" Sweep wall time {wall_s / 60:.1f} min."
+             f"Best-of-N's: Beirami et al.'s (2024) estimate from the SFT probability of each selected response, "
+             f"with the bound log n - (n-1)/n beside it (KL bound)." + (f" Sweep wall time {wall_s / 60:.1f} min."
                                                                        if wall_s else ""), "",
              "![frontier](frontier.png)", "", "## Mean over seeds", "", markdown_table(table), "",
              f"## Best reward at KL <= {GOAL_KL:g} nats, per method", "", markdown_table(goal), "",
@@ -122,20 +133,22 @@ def plot(means: list[dict], path: Path, has_gold: bool) -> bool:
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         for method in methods:
             points = sorted((m for m in means if m["method"] == method), key=lambda m: m["point"])
-            if sft and not points[0]["kl_is_bound"]:
+            best_of = points[0]["kl_bound"] is not None
+            if sft and not best_of:
                 points = [sft, *points]
             xs, ys = [p["kl"] for p in points], [p[key] for p in points]
             if any(y is None for y in ys):
                 continue
-            bound = points[-1]["kl_is_bound"]
             xerr = [[p["kl"] - p["kl_min"] for p in points], [p["kl_max"] - p["kl"] for p in points]]
             yerr = None
             if key == "reward_mean":
                 yerr = [[p["reward_mean"] - p["reward_min"] for p in points],
                         [p["reward_max"] - p["reward_mean"] for p in points]]
-            ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="x" if bound else "o", markersize=4, capsize=2,
-                        linestyle="--" if bound else "-",
-                        label=f"{method} (KL upper bound)" if bound else method)
+            drawn = ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="x" if best_of else "o", markersize=4,
+                                capsize=2, label=f"{method} (KL estimate)" if best_of else method)
+            if best_of:  # the same points at the bound the literature plots them at
+                ax.plot([p["kl_bound"] for p in points], ys, marker="x", markersize=3, linestyle="--", alpha=0.45,
+                        color=drawn.lines[0].get_color(), label=f"{method} at the bound log n - (n-1)/n")
         if sft:
             ax.scatter([0.0], [sft[key]], color="black", zorder=5, label="SFT")
         ax.set(xlabel="KL(policy || SFT), nats per sequence", ylabel=label, title=f"{label} vs KL")

@@ -6,8 +6,9 @@ Layout under ``out/``::
 
     prompts.json                      the held-out prompts every point is evaluated on
     points/sft.json                   the reference itself (KL 0)
-    points/best-of-n-seed<S>.json     Best-of-N for every n, one candidate set per seed
-    runs/<method>-seed<S>/            the run's checkpoints, logs, snapshots/step-<k>/ and export/
+    points/best-of-n-seed<S>.json     Best-of-N for every n, one candidate set per seed (KL estimate and bound)
+    runs/<method>-seed<S>/            the run's checkpoints, logs, snapshots/step-<k>/ (steps from
+                                      callbacks.snapshots.snapshot_steps) and export/
     runs/<method>-seed<S>/done.json   written when the fit finished
     points/<method>-seed<S>.json      its snapshots' figures, step by step
 """
@@ -114,8 +115,13 @@ class Sweep:
         return json.loads(path.read_text())
 
     def best_of_n_points(self, seed: int) -> dict:
+        """Best-of-N for every n from one candidate set; a cached file from before the KL
+        estimate (points without ``kl_estimate``) is computed again."""
         path = self.out / "points" / f"best-of-n-seed{seed}.json"
-        if not path.exists():
+        stale = path.exists() and any("kl_estimate" not in p for p in json.loads(path.read_text())["points"])
+        if stale:
+            self.log(f"best-of-n seed {seed}: cached points predate the KL estimate; sampling them again")
+        if stale or not path.exists():
             s = self.s
             start = time.perf_counter()
             results = best_of_n(s.reference, self._reward(), self.prompts(), s.best_of_n, s.max_new_tokens,

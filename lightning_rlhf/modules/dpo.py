@@ -2,8 +2,10 @@
 
 Automatic optimization: the Trainer does AMP, gradient accumulation, clipping, checkpoints and
 DDP. Each batch of b pairs runs one policy forward over the 2b prompt + response rows (chosen
-then rejected) and one reference forward without grad; the loss is ``rl.dpo.dpo_loss``.
-Log-probs use the same path as PPO (left-padded prompts, fp32 LM head, temperature 1).
+then rejected) and one reference forward without grad; the loss is ``rl.dpo.dpo_loss``, the
+mean over the batch's pairs (so DDP's gradient average and the Trainer's accumulation give the
+mean over all pairs of equal-sized batches, as for every loss type). Log-probs use the same
+path as PPO (left-padded prompts, fp32 LM head, temperature 1).
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from lightning_rlhf.models.lora import is_lora, policy_and_reference
 from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
-from lightning_rlhf.rl.dpo import DPO_LOSSES, DPOLossType, dpo_loss, sequence_logprobs
+from lightning_rlhf.rl.dpo import BONBON_ALPHA, DPO_LOSSES, DPOLossType, bonbon_margin, dpo_loss, sequence_logprobs
 
 FROZEN_PREFIXES = ("ref_model.",)
 
 
 class DPOModule(L.LightningModule):
-    """Direct preference optimisation (Rafailov et al. 2023) and its IPO and hinge variants.
+    """Direct preference optimisation (Rafailov et al. 2023) and its IPO, hinge and BoNBoN variants.
 
     Args:
         policy_name_or_path: Hub id or folder of the policy (the SFT export); ignored with policy_config.
@@ -38,9 +40,16 @@ class DPOModule(L.LightningModule):
         tokenizer_name_or_path: Tokenizer of the policy; defaults to policy_name_or_path.
         ref_name_or_path: Frozen reference; defaults to the policy's source (reloaded on resume,
             not stored in checkpoints).
-        beta: Strength of the implicit KL constraint (TRL's default 0.1).
-        loss_type: ``sigmoid`` (DPO), ``ipo`` or ``hinge``.
+        beta: Strength of the implicit KL constraint (TRL's default 0.1); not used by ``bonbon``,
+            whose β* = 1 / (2 (n - 1) H_{n-1}) comes from n.
+        loss_type: ``sigmoid`` (DPO), ``ipo``, ``hinge`` or ``bonbon`` (BoNBoN: pairs of the best
+            against the worst of n reference samples, ``lightning-rlhf-preferences --pairs
+            best_worst``; logs ``train/sft_loss`` and ``train/ipo_loss``, its two unweighted parts).
         label_smoothing: Assumed share of flipped labels (conservative DPO; sigmoid only).
+        bonbon_alpha: ``bonbon``: weight α of the SFT term (summed NLL of the best response).
+        bon_n: ``bonbon``: the n of the pairs, which sets the target margin (n - 1) H_{n-1}.
+            None (default) reads it from the pairs' ``samples_per_prompt``; a value is checked
+            against it (it is required only with data that does not come from ``IMDBDataModule``).
         precompute_ref_logprobs: Score every pair under the reference once at the start of fit
             (train and validation splits), then free the reference: one forward fewer per step
             and one model fewer in memory. Recomputed on resume (the reference is not checkpointed).
@@ -66,6 +75,8 @@ class DPOModule(L.LightningModule):
         beta: float = 0.1,
         loss_type: DPOLossType = "sigmoid",
         label_smoothing: float = 0.0,
+        bonbon_alpha: float = BONBON_ALPHA,
+        bon_n: int | None = None,
         precompute_ref_logprobs: bool = False,
         learning_rate: float = 5e-6,
         weight_decay: float = 0.0,
@@ -82,6 +93,14 @@ class DPOModule(L.LightningModule):
             raise ConfigError(f"loss_type must be one of {', '.join(DPO_LOSSES)}, not '{loss_type}'")
         if beta <= 0:
             raise ConfigError(f"beta must be > 0, not {beta}")
+        if not 0 <= bonbon_alpha <= 1:
+            raise ConfigError(f"bonbon_alpha must be in [0, 1], not {bonbon_alpha}")
+        if bon_n is not None and loss_type != "bonbon":
+            raise ConfigError(f"bon_n applies to loss_type bonbon only, not to '{loss_type}'; remove it")
+        if bon_n is not None:
+            bonbon_margin(bon_n)  # a whole number >= 2
+        if label_smoothing and loss_type != "sigmoid":
+            raise ConfigError(f"label_smoothing applies to the sigmoid loss only, not to '{loss_type}'")
         if lora_r > 0 and ref_name_or_path is not None:
             raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; "
                               "remove ref_name_or_path")
@@ -92,7 +111,9 @@ class DPOModule(L.LightningModule):
                                                            init_seed, lora_r, lora_alpha, lora_target_modules)
         disable_dropout(self.policy)  # log-ratios of the same text must not depend on dropout draws
         self.ref_cache: dict[str, torch.Tensor] = {}  # split -> (n, 2) chosen/rejected reference log-probs
-        self.val_metrics = {k: MeanMetric() for k in ("loss", "accuracies", "margins")}
+        self.bon_n = bon_n  # bonbon: resolved against the pairs in setup
+        parts = ("sft_loss", "ipo_loss") if loss_type == "bonbon" else ()
+        self.val_metrics = {k: MeanMetric() for k in ("loss", "accuracies", "margins", *parts)}
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().state_dict(*args, **kwargs)
@@ -108,6 +129,25 @@ class DPOModule(L.LightningModule):
         if context and longest and longest > context:
             raise ConfigError(f"data max_length ({longest}) exceeds the policy's context of {context} positions; "
                               f"set data.max_length <= {context}")
+        if self.hparams.loss_type == "bonbon":
+            self.bon_n = self._pairs_n(dm)
+
+    def _pairs_n(self, dm: Any) -> int:
+        """The n of the best/worst-of-n pairs: the data's ``samples_per_prompt``, which ``bon_n``
+        must match when it is given; ``bon_n`` alone for data that cannot say."""
+        given = self.hparams.bon_n
+        if not hasattr(dm, "best_of_n"):
+            if given is None:
+                raise ConfigError("loss_type bonbon needs the n of its best/worst-of-n pairs: use IMDBDataModule "
+                                  "(shape preferences) with pairs from lightning-rlhf-preferences --pairs best_worst, "
+                                  "or set model.init_args.bon_n")
+            return given
+        n = dm.best_of_n()
+        if given is not None and given != n:
+            raise ConfigError(f"bon_n ({given}) does not match the pairs in '{dm.hparams.data_path}', which are the "
+                              f"best and worst of samples_per_prompt {n}; remove bon_n (the pairs set it), or rerun "
+                              f"lightning-rlhf-preferences --pairs best_worst --samples-per-prompt {given}")
+        return n
 
     def configure_optimizers(self) -> dict:
         return configure_adamw(self, self.policy)
@@ -158,7 +198,8 @@ class DPOModule(L.LightningModule):
         hp = self.hparams
         policy, ref = self._logprobs(batch)
         b = batch["chosen"].shape[0]
-        out = dpo_loss(policy[:b], policy[b:], ref[:b], ref[b:], hp.beta, hp.loss_type, hp.label_smoothing)
+        out = dpo_loss(policy[:b], policy[b:], ref[:b], ref[b:], hp.beta, hp.loss_type, hp.label_smoothing,
+                       self.bon_n, hp.bonbon_alpha)
         stats = {
             "rewards/chosen": out.chosen_rewards.mean(),
             "rewards/rejected": out.rejected_rewards.mean(),
@@ -167,6 +208,8 @@ class DPOModule(L.LightningModule):
             "logps/chosen": policy[:b].detach().mean(),
             "logps/rejected": policy[b:].detach().mean(),
         }
+        if hp.loss_type == "bonbon":  # the two unweighted parts: loss = α sft_loss + (1 - α) ipo_loss
+            stats |= {"sft_loss": out.sft_loss, "ipo_loss": out.ipo_loss}
         return out.loss, stats
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -187,11 +230,15 @@ class DPOModule(L.LightningModule):
         self.val_metrics["loss"].update(loss, weight=n)
         self.val_metrics["accuracies"].update(stats["rewards/accuracies"], weight=n)
         self.val_metrics["margins"].update(stats["rewards/margins"], weight=n)
+        for part in ("sft_loss", "ipo_loss"):
+            if part in self.val_metrics:
+                self.val_metrics[part].update(stats[part], weight=n)
 
     def on_validation_epoch_end(self) -> None:
         values = {k: m.compute() for k, m in self.val_metrics.items()}
         self.log_dict({"val/loss": values["loss"], "val/rewards/accuracies": values["accuracies"],
                        "val/rewards/margins": values["margins"]}, prog_bar=True)
+        self.log_dict({f"val/{k}": values[k] for k in ("sft_loss", "ipo_loss") if k in values})
 
     def sample_rows(self, prompts: list[str], max_new_tokens: int, temperature: float, seed: int) -> list[dict]:
         """Rows for the sample table: prompt and continuation."""
