@@ -9,7 +9,9 @@ Each stage prints a line when it starts and ends; ``<artifacts>/pipeline_summary
 the wall times and key figures, and the evaluation report is ``<artifacts>/eval/report.md``.
 
 ``--algo rloo`` runs the preset's ``rloo.yaml`` as the RL stage instead of ``ppo.yaml``;
-``--algo ppo,rloo,grpo,dpo`` runs each and evaluates all their policies in one report. A DPO
+``--algo ppo,rloo,grpo,dpo`` runs each and evaluates all their policies in one report; ``vbon``
+and ``bond`` (Best-of-N distillation online, ``rl.reward_transforms``) sample their own
+reference statistics, so they need nothing before them but SFT and the reward model. A DPO
 stage first makes its preference pairs with ``lightning-rlhf-preferences`` (settings under
 ``preferences:`` in ``pipeline.yaml``, changed for a stage by a ``preferences-<stage>:`` block,
 e.g. ``preferences-bonbon:`` for best-against-worst-of-8 pairs; into the stage's
@@ -170,7 +172,7 @@ def _main(argv: list[str]) -> None:
                    help="held-out prompts for the evaluation (default: the preset's)")
     p.add_argument("--skip-existing", action="store_true", help="skip stages whose export already exists")
     p.add_argument("--algo", help="RL stage(s) to run instead of the preset's: ppo, rloo, grpo, dpo, bonbon, "
-                                  "or a comma list")
+                                  "vbon, bond, rloo-fixed-beta, or a comma list")
     args = p.parse_args(argv)
 
     folder = Path(args.configs) if args.configs else PRESETS_ROOT / args.preset

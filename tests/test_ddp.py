@@ -47,19 +47,20 @@ def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir, estimator, k):
     assert len(texts["samples/text_summary"]) == 3
 
 
-@pytest.mark.parametrize("critic_free", [False, True], ids=["ppo", "dr_grpo_kl_loss"])
-def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, tokenizer_dir, imdb_dir, critic_free):
+@pytest.mark.parametrize("mode", ["ppo", "critic_free", "jbond"], ids=["ppo", "dr_grpo_kl_loss", "jbond"])
+def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, tokenizer_dir, imdb_dir, mode):
     """Responses of 4-16 tokens split unevenly between the ranks; token counts are global. The
-    critic-free case: Dr. GRPO's constant divisor and a k3 KL loss, no value head. With PPO the
+    critic-free case: Dr. GRPO's constant divisor and a k3 KL loss, no value head. J-BOND: the
+    forward term's NLL of demos of 2-12 tokens beside the policy loss, and the EMA anchor. With PPO the
     2-process run is also micro-batched (2 micro-batches of 2 rows per rank): the same update,
     and gradients all-reduced once per mini-batch, not once per micro-batch."""
     script = Path(__file__).with_name("ddp_update_run.py")
-    runs = {"one": (1, None), "two": (2, None)} | ({} if critic_free else {"two_micro": (2, 2)})
+    runs = {"one": (1, None), "two": (2, None)} | ({"two_micro": (2, 2)} if mode == "ppo" else {})
     updates, allreduces = {}, {}
     for name, (devices, micro) in runs.items():
         out = tmp_path / f"update_{name}.pt"
         done = subprocess.run([sys.executable, str(script), str(out), tokenizer_dir, imdb_dir, str(devices),
-                               str(int(critic_free))] + ([str(micro)] if micro else []),
+                               mode] + ([str(micro)] if micro else []),
                               capture_output=True, text=True, timeout=600, cwd=script.parent)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         updates[name] = torch.load(out)
@@ -69,7 +70,7 @@ def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, token
     for name in runs.keys() - {"one"}:
         assert ((updates["one"] - updates[name]).norm() / updates["one"].norm()).item() <= 1e-5, name
     assert allreduces["two"][0] == allreduces["two"][1] > 0
-    if not critic_free:
+    if mode == "ppo":
         assert allreduces["two_micro"] == allreduces["two"], "micro-batches accumulate locally (no_sync)"
 
 

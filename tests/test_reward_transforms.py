@@ -143,3 +143,16 @@ def test_jbond_keeps_an_anchor_that_trails_the_policy_and_imitates_its_best(tiny
         torch.testing.assert_close(a, 0.5 * s + 0.5 * p)  # one iteration with eta 0.5
     assert not any(p.requires_grad for p in module.anchor.parameters())
     assert any("anchor." in k for k in module.state_dict()), "the anchor is in checkpoints"
+
+
+@pytest.mark.parametrize("config", ["offline/vbon.yaml", "offline/bond.yaml", "gpt2/vbon.yaml", "gpt2/bond.yaml"])
+def test_shipped_best_of_n_configs_pass_the_settings_check(config):
+    """Parsing a config does not build its module; the Best-of-N settings are checked here."""
+    from pathlib import Path
+
+    import yaml
+    init = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / config).read_text())["model"]["init_args"]
+    check_reward_transform(init["reward_transform"], init.get("bon_n"), init["reference_samples_per_prompt"],
+                           init["kl_coef"], init.get("anchor_ema", 0.0), init.get("jeffreys_beta", 1.0),
+                           init.get("kl_estimator", "k1"))
+    assert init.get("adaptive_kl") in (None, False)
