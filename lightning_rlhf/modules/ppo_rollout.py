@@ -17,6 +17,7 @@ from lightning_rlhf.generation import decode_responses
 from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.modules.ppo_update import policy_outputs
 from lightning_rlhf.rl.experience import build_rollout
+from lightning_rlhf.rl.kl import kl_estimate
 from lightning_rlhf.rl.logprobs import logprob_mismatch
 from lightning_rlhf.rl.masking import missing_eos, response_mask_after_stop
 from lightning_rlhf.rl.reward_transforms import best_of_first, transform_scores
@@ -151,7 +152,7 @@ def collect_rollout(module: L.LightningModule, queries: torch.Tensor, query_mask
                                         disable_adapter=module.ref_model is None)
     if module.anchor is not None:
         # the reward's KL is to the anchor; the frozen reference's is logged as objective/kl_ref
-        kl_ref = ((logprobs - ref_logprobs) * response_mask).sum(-1).mean()
+        kl_ref = (kl_estimate(logprobs, ref_logprobs, "k1") * response_mask).sum(-1).mean()
         timings["objective/kl_ref"] = float(kl_ref)
         ref_logprobs, _ = response_logprobs(module.anchor, input_ids, mask, responses, hp.temperature, micro)
     t3 = clock(device)
