@@ -304,3 +304,26 @@ def test_the_gradient_does_not_depend_on_the_batch_cut(tiny_gpt2, tokenizer_dir,
     whole, halves = grad(8), grad(4)
     assert whole.norm() > 0
     assert ((whole - halves).norm() / whole.norm()).item() <= 1e-5
+
+
+def test_bonbon_takes_the_temperature_its_pairs_were_sampled_at(tiny_gpt2, tokenizer_dir, tmp_path):
+    """BoNBoN imitates the Best-of-n policy of the tempered reference: the pairs' settings.json says
+    T = 0.7, so log-probs at T = 1 are refused, and at 0.7 they are those of softmax(logits / 0.7)."""
+    data = _pairs(tmp_path, best_of=4)
+    (Path(data) / "settings.json").write_text(json.dumps({"temperature": 0.7}))
+    with pytest.raises(ConfigError, match=r"sampled at temperature 0.7 but model.init_args.temperature is 1.0"):
+        _fit(_dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon"), _dpo_dm(data, tokenizer_dir), tmp_path)
+    module = _dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", temperature=0.7)
+    _fit(module, _dpo_dm(data, tokenizer_dir), tmp_path)
+    dm = _dpo_dm(data, tokenizer_dir)
+    dm.setup("fit")
+    batch = next(iter(dm.ordered_loader("train")))
+    policy, _ = module._logprobs(batch, policy_grad=True)
+    ids = torch.cat([batch["queries"], batch["chosen"]], -1)
+    mask = torch.cat([batch["query_mask"], batch["chosen_mask"]], -1)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = module.policy(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits.float()
+    r = batch["chosen"].shape[1]
+    token = logprobs_from_logits(logits[:, -r - 1:-1] / 0.7, batch["chosen"])
+    expected = (token * batch["chosen_mask"]).sum(-1)
+    torch.testing.assert_close(policy[: len(expected)], expected, atol=1e-4, rtol=1e-4)

@@ -9,6 +9,7 @@ n samples, what the ``bonbon`` loss needs (``best_of_n``). Other losses ignore t
 
 from __future__ import annotations
 
+import json
 import os
 from itertools import combinations
 from pathlib import Path
@@ -116,3 +117,12 @@ def best_of_n(columns: dict[str, dict[str, list]], source: str) -> int:
                           f"the bonbon margin needs one n: {fix}")
     (n,) = counts
     return n
+
+
+def pairs_temperature(data_path: str | None) -> float | None:
+    """The sampling temperature recorded in the ``settings.json`` that
+    ``lightning-rlhf-preferences`` writes beside its shards; None for other data."""
+    path = Path(data_path) / "settings.json" if data_path else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("temperature")

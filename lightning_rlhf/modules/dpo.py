@@ -18,6 +18,7 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
+from lightning_rlhf.data.preferences import pairs_temperature
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end, model_context
 from lightning_rlhf.generation import generate_texts
@@ -50,6 +51,11 @@ class DPOModule(L.LightningModule):
         bon_n: ``bonbon``: the n of the pairs, which sets the target margin (n - 1) H_{n-1}.
             None (default) reads it from the pairs' ``samples_per_prompt``; a value is checked
             against it (it is required only with data that does not come from ``IMDBDataModule``).
+        temperature: Log-probs of policy and reference are those of ``softmax(logits / T)``. 1
+            is DPO's usual choice; ``bonbon`` needs the temperature its pairs were sampled at (the
+            pairs' ``settings.json`` says it; a mismatch is an error), because the Best-of-n policy it
+            imitates is that of the tempered reference: at 1, the SFT term on 0.7-temperature best
+            samples sharpens the policy and its 0.7-temperature samples lose their diversity.
         precompute_ref_logprobs: Score every pair under the reference once at the start of fit
             (train and validation splits), then free the reference: one forward fewer per step
             and one model fewer in memory. Recomputed on resume (the reference is not checkpointed).
@@ -77,6 +83,7 @@ class DPOModule(L.LightningModule):
         label_smoothing: float = 0.0,
         bonbon_alpha: float = BONBON_ALPHA,
         bon_n: int | None = None,
+        temperature: float = 1.0,
         precompute_ref_logprobs: bool = False,
         learning_rate: float = 5e-6,
         weight_decay: float = 0.0,
@@ -95,6 +102,8 @@ class DPOModule(L.LightningModule):
             raise ConfigError(f"beta must be > 0, not {beta}")
         if not 0 <= bonbon_alpha <= 1:
             raise ConfigError(f"bonbon_alpha must be in [0, 1], not {bonbon_alpha}")
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, not {temperature}")
         if bon_n is not None and loss_type != "bonbon":
             raise ConfigError(f"bon_n applies to loss_type bonbon only, not to '{loss_type}'; remove it")
         if bon_n is not None:
@@ -131,6 +140,10 @@ class DPOModule(L.LightningModule):
                               f"set data.max_length <= {context}")
         if self.hparams.loss_type == "bonbon":
             self.bon_n = self._pairs_n(dm)
+            sampled_at = pairs_temperature(getattr(getattr(dm, "hparams", None), "data_path", None))
+            if sampled_at is not None and sampled_at != self.hparams.temperature:
+                raise ConfigError(f"the bonbon pairs were sampled at temperature {sampled_at} but "
+                                  f"model.init_args.temperature is {self.hparams.temperature}; set it to {sampled_at}")
 
     def _pairs_n(self, dm: Any) -> int:
         """The n of the best/worst-of-n pairs: the data's ``samples_per_prompt``, which ``bon_n``
@@ -181,7 +194,8 @@ class DPOModule(L.LightningModule):
         response_mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
         ids, mask = torch.cat([queries, responses], -1), torch.cat([query_mask, response_mask], -1)
         m = response_mask.float()
-        policy = sequence_logprobs(response_logprobs(self.policy, ids, mask, responses, 1.0)[0], m) \
+        t = self.hparams.temperature
+        policy = sequence_logprobs(response_logprobs(self.policy, ids, mask, responses, t)[0], m) \
             if policy_grad else None
         cache = self.ref_cache.get("train" if self.training else "validation")
         if cache is not None and policy_grad:
@@ -191,7 +205,7 @@ class DPOModule(L.LightningModule):
                                f"batch and the reference model was freed")
         with torch.no_grad():
             ref_model = self.ref_model if self.ref_model is not None else self.policy
-            ref, _ = response_logprobs(ref_model, ids, mask, responses, 1.0, disable_adapter=self.ref_model is None)
+            ref, _ = response_logprobs(ref_model, ids, mask, responses, t, disable_adapter=self.ref_model is None)
         return policy, sequence_logprobs(ref, m)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
