@@ -42,10 +42,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torch.utils.data import DataLoader, Dataset
 from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
 
+from lightning_rlhf.generation import sample_responses
 from lightning_rlhf.modules import PPOModule
 from lightning_rlhf.precision import cpu_bf16_flags
 from lightning_rlhf.rl.logprobs import logprobs_from_logits
-from lightning_rlhf.rl.sampling import sample_responses
 
 PHASES = ("time/generate", "time/score", "time/forward", "time/update", "rollout/logprob_diff_mean")
 

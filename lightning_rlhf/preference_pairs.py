@@ -31,11 +31,10 @@ from lightning_rlhf.errors import (
     run_console,
 )
 from lightning_rlhf.export import write_text_atomic
-from lightning_rlhf.generation import decode_responses
+from lightning_rlhf.generation import decode_responses, sample_responses
 from lightning_rlhf.models.loading import check_model_input, load_causal_lm
 from lightning_rlhf.rewards import build_reward
 from lightning_rlhf.rl.masking import response_mask_after_stop
-from lightning_rlhf.rl.sampling import sample_responses
 
 SETTINGS = ("policy", "reward_model", "reward_fn", "positive_label", "data", "num_prompts", "samples_per_prompt",
             "pairs", "min_margin", "max_new_tokens", "temperature", "stop_at_eos", "prompt_min_tokens",

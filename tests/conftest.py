@@ -15,6 +15,10 @@ NEGATIVE = ["awful", "boring", "hated", "terrible", "dull", "worst", "weak", "me
 NEUTRAL = ["the", "movie", "film", "plot", "actor", "scene", "story", "was", "and", "a", "it", "this"]
 
 TINY_GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64}
+# Llama and Qwen2 (rotary positions, RMSNorm, grouped-query attention, SwiGLU; Qwen2 adds q/k/v biases)
+TINY_LLAMA = {"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "hidden_size": 32, "intermediate_size": 64, "max_position_embeddings": 64}
+TINY_QWEN2 = {**TINY_LLAMA, "model_type": "qwen2"}
 
 
 def make_reviews(n: int, seed: int = 0) -> list[dict]:

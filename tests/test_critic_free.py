@@ -6,8 +6,8 @@ import pytest
 import torch
 from test_ppo import make_dm, make_ppo
 
+from lightning_rlhf.generation import sample_responses
 from lightning_rlhf.modules import PPOModule
-from lightning_rlhf.rl.sampling import sample_responses
 
 
 def test_k_samples_from_one_prefill_equal_sampling_the_repeated_prompts(tiny_gpt2, tokenizer_dir):

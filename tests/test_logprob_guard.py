@@ -8,10 +8,10 @@ from test_ppo import make_dm, make_ppo
 from test_resume import RecordMetric
 
 import lightning_rlhf.modules.ppo_rollout as rollout_mod
+from lightning_rlhf.generation import sample_responses
 from lightning_rlhf.models.loading import build_from_config
 from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.rl.logprobs import logprob_mismatch
-from lightning_rlhf.rl.sampling import sample_responses
 
 
 def test_logprob_mismatch_by_hand():

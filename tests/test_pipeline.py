@@ -84,7 +84,7 @@ def test_pipeline_runs_a_preset_folder(tmp_path, tokenizer_dir, imdb_dir, capsys
                  "batch_size": 4, "val_size": 4, "max_length": 32}})
     # and BoNBoN beside it: its own pairs (preferences-bonbon: best against worst of 3) into its own folder
     bonbon = yaml.safe_load((preset / "dpo.yaml").read_text())
-    bonbon["model"]["init_args"].update(loss_type="bonbon", export_dir=str(art / "bonbon"))
+    bonbon["model"]["init_args"].update(loss_type="bonbon", temperature=0.7, export_dir=str(art / "bonbon"))
     bonbon["data"]["data_path"] = str(art / "pairs-bonbon")
     _write(preset / "bonbon.yaml", bonbon)
     plan = yaml.safe_load((preset / "pipeline.yaml").read_text())

@@ -5,11 +5,12 @@ import warnings
 import pytest
 import torch
 
-from lightning_rlhf.models.forward import CachedDecoder, response_logits
+from lightning_rlhf.generation import sample_responses
+from lightning_rlhf.generation.eager import CachedDecoder
+from lightning_rlhf.models.forward import response_logits
 from lightning_rlhf.models.loading import build_from_config
 from lightning_rlhf.models.value_head import PolicyWithValueHead
 from lightning_rlhf.rl.logprobs import left_pad_position_ids, logprobs_from_logits
-from lightning_rlhf.rl.sampling import sample_responses
 
 CONFIG = {"model_type": "gpt2", "n_head": 2, "n_embd": 64, "n_positions": 64, "vocab_size": 1000,
           "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}

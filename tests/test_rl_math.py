@@ -160,7 +160,7 @@ class _AlwaysToken(torch.nn.Module):
 
 
 def test_sampling_stops_early_once_every_row_has_ended():
-    from lightning_rlhf.rl.sampling import sample_responses
+    from lightning_rlhf.generation import sample_responses
 
     ids, mask = torch.tensor([[0, 3], [2, 3]]), torch.tensor([[0, 1], [1, 1]])
     model = _AlwaysToken(token=4)

@@ -21,13 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 from lightning_rlhf.evaluation.evaluate import PolicyResult, text_figures
-from lightning_rlhf.generation import decode_responses, encode_prompts
+from lightning_rlhf.generation import decode_responses, encode_prompts, sample_responses
 from lightning_rlhf.models.forward import response_logits
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
 from lightning_rlhf.rewards import SentimentClassifierReward
 from lightning_rlhf.rl.logprobs import logprobs_from_logits
 from lightning_rlhf.rl.masking import response_mask_after_stop
-from lightning_rlhf.rl.sampling import sample_responses
 
 
 def _check_n(n: int) -> None:

@@ -10,13 +10,12 @@ from tqdm.auto import tqdm
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.evaluation.metrics import distinct_n, mean_ci95
-from lightning_rlhf.generation import decode_responses, encode_prompts
+from lightning_rlhf.generation import decode_responses, encode_prompts, sample_responses
 from lightning_rlhf.models.forward import response_logits
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
 from lightning_rlhf.rewards import SentimentClassifierReward
 from lightning_rlhf.rl.logprobs import logprobs_from_logits
 from lightning_rlhf.rl.masking import response_mask_after_stop
-from lightning_rlhf.rl.sampling import sample_responses
 
 
 @dataclass

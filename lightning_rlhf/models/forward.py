@@ -9,9 +9,6 @@ outside autocast, and only at the positions that are needed.
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
@@ -26,7 +23,11 @@ def hf_model(model: torch.nn.Module) -> PreTrainedModel:
 
 def lm_head_fp32(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits in float32 from hidden states: (..., h) -> (..., v), computed outside autocast."""
-    head = hf_model(model).get_output_embeddings()
+    return head_fp32(hf_model(model).get_output_embeddings(), hidden)
+
+
+def head_fp32(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``head`` (an LM head) applied in float32 outside autocast: (..., h) -> (..., v)."""
     with torch.autocast(hidden.device.type, enabled=False):
         if isinstance(head, torch.nn.Linear):
             bias = head.bias.float() if head.bias is not None else None
@@ -49,36 +50,3 @@ def response_logits(
     ``input_ids`` (b, q + r); the LM head runs on those positions only."""
     hidden = trunk(model, input_ids, attention_mask)[:, -n_response - 1: -1]
     return lm_head_fp32(model, hidden)
-
-
-def _cache_argument(base: torch.nn.Module) -> str:
-    # transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name is deprecated)
-    forward = getattr(base, "forward", base)
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
-
-
-class CachedDecoder:
-    """Incremental decoding with a KV cache: each call returns the fp32 logits (b, v) of the
-    next token. The first call takes the prompt; later calls take one new token per row."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.base = hf_model(model).base_model
-        self.cache_arg = _cache_argument(self.base)
-        self.cache: Any = None
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 position_ids: torch.Tensor) -> torch.Tensor:
-        kwargs = {self.cache_arg: self.cache} if self.cache is not None else {}
-        out = self.base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        use_cache=True, **kwargs)
-        self.cache = getattr(out, "cache", None) or out.past_key_values
-        return lm_head_fp32(self.model, out.last_hidden_state[:, -1])
-
-    def repeat_rows(self, k: int) -> None:
-        """Repeat every row of the cache k times (``repeat_interleave``): k continuations of
-        each prompt from one prefill."""
-        if hasattr(self.cache, "batch_repeat_interleave"):
-            self.cache.batch_repeat_interleave(k)
-        else:  # legacy tuple-of-tuples cache
-            self.cache = tuple(tuple(t.repeat_interleave(k, dim=0) for t in layer) for layer in self.cache)

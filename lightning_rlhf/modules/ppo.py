@@ -136,10 +136,10 @@ class PPOModule(L.LightningModule):
             sampled tokens differ by more than this on average (nats per token; logged every
             iteration as ``rollout/logprob_diff_mean``/``_max``). fp32 agrees to about 1e-6.
         compile_generation: Sample with the compiled static-cache decode step
-            (``models.static_decode``: one graph per token, compiled once per run, about 30 s
-            on a 2-core CPU, then reused as the weights change); same tokens as the eager loop
-            for the same generator state. Models without it fall back to the eager loop with a
-            one-line notice.
+            (``generation.static_step``: the model's own forward on transformers' ``StaticCache``,
+            one graph per token, compiled once per run, about 30 s on a 2-core CPU, then reused
+            as the weights change); same tokens as the eager loop for the same generator state.
+            Models it cannot compile fall back to the eager loop with a one-line notice.
         max_bad_steps: Stop with an error after this many consecutive non-finite steps.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay, on matrices only (not on biases and norms).

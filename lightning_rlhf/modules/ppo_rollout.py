@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from lightning_rlhf.distributed import gather_flat
-from lightning_rlhf.generation import decode_responses
+from lightning_rlhf.generation import decode_responses, sample_responses
 from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.modules.ppo_update import policy_outputs
 from lightning_rlhf.rl.experience import build_rollout
@@ -22,7 +22,6 @@ from lightning_rlhf.rl.logprobs import logprob_mismatch
 from lightning_rlhf.rl.masking import missing_eos, response_mask_after_stop
 from lightning_rlhf.rl.reward_transforms import best_of_first, transform_scores
 from lightning_rlhf.rl.rollout import Rollout
-from lightning_rlhf.rl.sampling import sample_responses
 
 PolicyOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 

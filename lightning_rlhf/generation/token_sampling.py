@@ -1,6 +1,6 @@
 """Drawing one token per row from fp32 logits: the sampling tail shared by the eager loop
-(``rl.sampling``) and the compiled decode step (``models.static_decode``), so both give the same
-tokens for the same generator state."""
+(``generation.eager``) and the compiled decode step (``generation.static_step``), so both give
+the same tokens for the same generator state."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""Decode-level helpers: sample continuations for a list of prompt strings."""
+"""Text in, text out: encode prompt strings, sample continuations, decode responses."""
 
 from __future__ import annotations
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from lightning_rlhf.generation.sampler import sample_responses
 from lightning_rlhf.rl.masking import response_mask_after_stop
-from lightning_rlhf.rl.sampling import sample_responses
 
 
 def encode_prompts(
