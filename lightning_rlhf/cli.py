@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import lightning_rlhf.modules  # noqa: F401  (registers SFTModule, ... for --model=Name)
 from lightning_rlhf.callbacks import InterruptCheckpoint, RunProgress
+from lightning_rlhf.config_files import expand_config_args
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.errors import (
     ConfigError,
@@ -129,8 +131,13 @@ class RLHFCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Every ``--config`` file with ``base:`` becomes its chain of configs first (``config_files``)."""
+        given = sys.argv[1:] if args is None else args
+        expanded = expand_config_args(given) if isinstance(given, list | tuple) else given
         try:
-            super().parse_arguments(parser, args)
+            with warnings.catch_warnings():  # args beside a command line: the pipeline's stages, an expanded argv
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+                super().parse_arguments(parser, None if args is None and expanded == given else expanded)
         except UnicodeDecodeError as err:  # jsonargparse reads a --config that is not text
             argv = args if isinstance(args, list) else sys.argv[1:]
             named = [b for a, b in zip(argv, argv[1:], strict=False) if a == "--config"]

@@ -6,30 +6,37 @@ import torch
 import torch.distributed as dist
 
 
-def _group_running() -> bool:
+def group_running() -> bool:
+    """Whether a process group of more than one process is running: the one check every
+    collective here (and in ``rl/``) makes before it communicates."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def all_ranks_true(ok: bool, device: torch.device) -> bool:
     """True only if ``ok`` holds on every process, so all ranks skip or step together."""
-    if not _group_running():
+    if not group_running():
         return ok
     flag = torch.tensor(float(ok), device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
 
 
+def any_rank_true(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` holds on any process, so all ranks act together (e.g. stop at one batch)."""
+    return not all_ranks_true(not flag, device)
+
+
 def global_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over all elements on all processes."""
     total = torch.stack([x.sum().float(), torch.tensor(float(x.numel()), device=x.device)])
-    if _group_running():
+    if group_running():
         dist.all_reduce(total)
     return total[0] / total[1]
 
 
 def global_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum of the tensor ``x`` over all processes (``x`` itself without a process group)."""
-    if not _group_running():
+    if not group_running():
         return x
     x = x.clone()
     dist.all_reduce(x)
@@ -38,12 +45,12 @@ def global_sum(x: torch.Tensor) -> torch.Tensor:
 
 def world_size() -> int:
     """Number of processes in the running group (1 without one)."""
-    return dist.get_world_size() if _group_running() else 1
+    return dist.get_world_size() if group_running() else 1
 
 
 def gather_flat(x: torch.Tensor) -> torch.Tensor:
     """All processes' ``x`` (same shape on every rank) concatenated into one 1-D tensor."""
-    if not _group_running():
+    if not group_running():
         return x.reshape(-1)
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import yaml
 
+from lightning_rlhf.config_files import resolve_config
 from lightning_rlhf.errors import (
     ArgumentParser,
     ConfigError,
+    InputError,
     MissingInputError,
     UnreachableError,
     first_line,
@@ -41,6 +43,22 @@ from lightning_rlhf.hub import hub_cached, hub_reachable, looks_like_local_path
 LOCAL_DATA = "../shared/data/imdb"
 HUB_DATA = "stanfordnlp/imdb"
 PRESETS_ROOT = Path("configs")
+SHIPPED_PRESETS = Path(__file__).resolve().parents[1] / "configs"  # the checkout of an editable install
+
+
+def preset_folder(name: str) -> Path:
+    """``--preset NAME``: ``configs/NAME`` of the working folder when it has one, else of the checkout
+    this package was installed from (``pip install -e .``), so the command works from any folder. A
+    regular (wheel) install ships no configs: copy a preset folder and pass ``--configs``."""
+    local = PRESETS_ROOT / name
+    if (local / "pipeline.yaml").exists() or not (SHIPPED_PRESETS / name / "pipeline.yaml").exists():
+        return local
+    return SHIPPED_PRESETS / name
+
+
+def known_presets() -> list[str]:
+    return sorted({d.name for root in (PRESETS_ROOT, SHIPPED_PRESETS) for d in root.glob("*")
+                   if (d / "pipeline.yaml").exists()})
 
 
 def _load_yaml(path: Path) -> dict:
@@ -57,11 +75,17 @@ def _load_yaml(path: Path) -> dict:
     return data or {}
 
 
+def load_stage(path: Path) -> dict:
+    """A stage's ``lightning-rlhf fit`` config with the configs its ``base:`` names under it
+    (``config_files.resolve_config``): what the stage runs with, before the defaults."""
+    return resolve_config(path, _load_yaml(path))
+
+
 def _try_yaml(path: Path) -> dict:
     """A config of the preset folder, or {} for one that does not parse (listing choices only)."""
     try:
-        return _load_yaml(path)
-    except ConfigError:
+        return load_stage(path)
+    except InputError:
         return {}
 
 
@@ -138,7 +162,7 @@ def choose_algorithms(folder: Path, stages: dict[str, dict], evaluate: dict, alg
         raise ConfigError(f"--algo '{algo}' names no algorithm; give one or a comma list, e.g. --algo ppo,rloo")
     chosen = {}
     for name in names:
-        config = _load_yaml(folder / f"{name}.yaml") if (folder / f"{name}.yaml").exists() else None
+        config = load_stage(folder / f"{name}.yaml") if (folder / f"{name}.yaml").exists() else None
         if config is None or not _is_rl_stage(config):
             available = sorted(p.stem for p in folder.glob("*.yaml") if _is_rl_stage(_try_yaml(p)))
             raise MissingInputError(f"--algo {name}: '{folder / name}.yaml' is not an RL config of this preset; "
@@ -165,7 +189,8 @@ def _minutes(seconds: float) -> str:
 
 def _main(argv: list[str]) -> None:
     p = ArgumentParser(prog="lightning-rlhf-pipeline", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="offline", help="a folder under configs/: offline (CPU) or gpt2 (GPU, hub)")
+    p.add_argument("--preset", default="offline", help="a folder under configs/: offline (CPU), quick (a five-minute "
+                                                       "smoke run of every stage) or gpt2 (GPU, hub)")
     p.add_argument("--configs", help="a preset folder of your own (instead of configs/<preset>)")
     p.add_argument("--data", help=f"IMDB source; default {LOCAL_DATA} when it exists, else {HUB_DATA}")
     p.add_argument("--num-prompts", type=positive_int,
@@ -175,14 +200,14 @@ def _main(argv: list[str]) -> None:
                                   "vbon, bond, rloo-fixed-beta, or a comma list")
     args = p.parse_args(argv)
 
-    folder = Path(args.configs) if args.configs else PRESETS_ROOT / args.preset
+    folder = Path(args.configs) if args.configs else preset_folder(args.preset)
     if not (folder / "pipeline.yaml").exists():
-        known = sorted(d.name for d in PRESETS_ROOT.glob("*") if (d / "pipeline.yaml").exists())
+        known = known_presets()
         raise MissingInputError(f"no preset at '{folder}' (no pipeline.yaml there); presets: "
                                 f"{', '.join(known) or 'none found: run from the repository root'}")
     plan = _load_yaml(folder / "pipeline.yaml")
     check_plan(folder, plan)  # the evaluated policies are checked once --algo has chosen the stages
-    stages = {name: _load_yaml(folder / f"{name}.yaml") for name in plan["stages"]}
+    stages = {name: load_stage(folder / f"{name}.yaml") for name in plan["stages"]}
     stages, evaluate = choose_algorithms(folder, stages, plan.get("evaluate") or {}, args.algo)
     check_plan(folder, {**plan, "evaluate": evaluate}, list(stages))
     if not any(_init_args(c).get("export_dir") for c in stages.values()):
@@ -254,6 +279,8 @@ def _main(argv: list[str]) -> None:
         run_stage("eval", None, lambda: _evaluate(stages, exports, evaluate, data, out, args.num_prompts,
                                                   plan.get("preferences") or {}))
     width = max(len(k) for k in summary) if summary else 5
+    if evaluate.get("title"):
+        print(f"\n{evaluate['title']}")
     print("\nstage".ljust(width + 3) + "wall time   figures")
     for name, row in summary.items():
         figures = ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k != "wall_s" and isinstance(v, float))
@@ -284,7 +311,8 @@ def _evaluate(stages: dict[str, dict], exports: dict[str, str], evaluate: dict, 
                "--max-new-tokens", str(rl.get("response_max_tokens", 24)),
                "--temperature", str(rl.get("temperature", 0.7)), "--out", str(out / "eval"),
                *(["--stop-at-eos"] if rl.get("stop_at_eos") else []),
-               *(["--run-logdir", logs] if logs else [])])
+               *(["--run-logdir", logs] if logs else []),
+               *(["--title", str(evaluate["title"])] if evaluate.get("title") else [])])
     policies = json.loads((out / "eval" / "metrics.json").read_text())["policies"]
     return {f"{name}/{key}": float(figures[key]) for name, figures in policies.items()
             for key in ("reward_mean", "kl_to_reference") if figures.get(key) is not None}

@@ -1,43 +1,12 @@
-"""Offline fixtures: a tiny tokenizer, tiny review files and tiny model configs."""
+"""Offline fixtures: a tiny tokenizer, tiny review files and tiny models (what they are built from,
+and the helpers tests import by name, are in helpers.py)."""
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-POSITIVE = ["great", "wonderful", "loved", "brilliant", "superb", "moving", "funny", "best"]
-NEGATIVE = ["awful", "boring", "hated", "terrible", "dull", "worst", "weak", "mess"]
-NEUTRAL = ["the", "movie", "film", "plot", "actor", "scene", "story", "was", "and", "a", "it", "this"]
-
-TINY_GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64}
-# Llama and Qwen2 (rotary positions, RMSNorm, grouped-query attention, SwiGLU; Qwen2 adds q/k/v biases)
-TINY_LLAMA = {"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "hidden_size": 32, "intermediate_size": 64, "max_position_embeddings": 64}
-TINY_QWEN2 = {**TINY_LLAMA, "model_type": "qwen2"}
-
-
-def make_reviews(n: int, seed: int = 0) -> list[dict]:
-    """Separable toy reviews: sentiment words decide the label; ``<br />`` tags sprinkled in."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        words = POSITIVE if label else NEGATIVE
-        body = [rng.choice(NEUTRAL if rng.random() < 0.6 else words) for _ in range(rng.randint(30, 50))]
-        text = " ".join(body[:10]) + " <br /><br /> " + " ".join(body[10:])
-        rows.append({"text": text, "label": label})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+from helpers import TINY_DISTILBERT, TINY_GPT2, make_reviews, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -63,10 +32,6 @@ def imdb_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def tiny_gpt2(tokenizer_dir: str) -> dict:
     return {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
-
-
-TINY_DISTILBERT = {"model_type": "distilbert", "vocab_size": 300, "dim": 32, "n_layers": 1, "n_heads": 2,
-                   "hidden_dim": 64, "max_position_embeddings": 128, "pad_token_id": 1}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TINY_GPT2  # noqa: E402
+from helpers import TINY_GPT2  # noqa: E402
 
 from lightning_rlhf.data import IMDBDataModule  # noqa: E402
 from lightning_rlhf.modules import DPOModule  # noqa: E402

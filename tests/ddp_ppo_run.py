@@ -13,8 +13,7 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TINY_GPT2  # noqa: E402
-from test_ppo import make_dm, make_ppo  # noqa: E402
+from helpers import TINY_GPT2, make_dm, make_ppo  # noqa: E402
 
 import lightning_rlhf.export as export_mod  # noqa: E402
 from lightning_rlhf.callbacks import SampleTableLogger  # noqa: E402
@@ -81,7 +80,7 @@ if __name__ == "__main__":
     out, tokenizer_dir, imdb_dir, estimator, k = *sys.argv[1:5], int(sys.argv[5])
     tiny = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
     # 2 epochs of 1 mini-batch: the first update reuses the rollout forward, the second does not
-    module = make_ppo(tiny, tokenizer_dir, reward_fn="test_ppo:char_count", export_dir=f"{out}/export",
+    module = make_ppo(tiny, tokenizer_dir, reward_fn="helpers:char_count", export_dir=f"{out}/export",
                       ppo_epochs=2, advantage_estimator=estimator, samples_per_prompt=k)
     logger = L.pytorch.loggers.TensorBoardLogger(save_dir=f"{out}/logs", name="ddp")
     trainer = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=3 * 2, logger=logger,

@@ -13,9 +13,8 @@ import torch
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TINY_GPT2  # noqa: E402
 from fixed_rollout import LINEAR_ADAM, MODES, FixedRolloutPPO, flat_params  # noqa: E402
-from test_ppo import make_dm  # noqa: E402
+from helpers import TINY_GPT2, make_dm  # noqa: E402
 
 ALLREDUCES = [0]
 
@@ -38,7 +37,7 @@ if __name__ == "__main__":
     tiny = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
     torch.set_num_threads(1)
     module = FixedRolloutPPO(policy_name_or_path=None, policy_config=tiny, tokenizer_name_or_path=tokenizer_dir,
-                             reward_model=None, reward_fn="test_ppo:char_count", response_min_tokens=16,
+                             reward_model=None, reward_fn="helpers:char_count", response_min_tokens=16,
                              response_max_tokens=16, export_dir=f"{out}.export", **LINEAR_ADAM,
                              micro_batch_size=micro, **MODES[mode])
     before = flat_params(module)

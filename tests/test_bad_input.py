@@ -2,8 +2,8 @@
 
 import lightning as L
 import pytest
+from helpers import make_dm, make_ppo
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_ppo import make_dm, make_ppo
 
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.models.loading import load_causal_lm
@@ -27,10 +27,10 @@ def test_checkpoint_of_another_module_type(tmp_path, tiny_gpt2, tokenizer_dir, i
     _trainer(tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "sft")], limit_val_batches=0).fit(
         _sft(tiny_gpt2, tokenizer_dir), _lm_data(imdb_dir, tokenizer_dir))
     with pytest.raises(ValueError, match="not written by PPOModule"):
-        _trainer(tmp_path, steps=2).fit(make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count"),
+        _trainer(tmp_path, steps=2).fit(make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count"),
                                         make_dm(imdb_dir, tokenizer_dir),
                                         ckpt_path=str(next((tmp_path / "sft").glob("*.ckpt"))))
-    ppo = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count")
+    ppo = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count")
     _trainer(tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ppo")]).fit(ppo, make_dm(imdb_dir, tokenizer_dir))
     with pytest.raises(ValueError, match="not written by SFTModule"):
         _trainer(tmp_path, steps=2, limit_val_batches=0).fit(
@@ -54,11 +54,11 @@ def test_prompt_range_larger_than_context(tmp_path, tiny_gpt2, tokenizer_dir, im
     dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="prompts", val_size=20,
                         min_review_chars=50, prompt_min_tokens=2, prompt_max_tokens=62)
     with pytest.raises(ValueError, match=r"prompt_max_tokens \(62\) \+ response_max_tokens \(6\) exceeds"):
-        _trainer(tmp_path).fit(make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count"), dm)
+        _trainer(tmp_path).fit(make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count"), dm)
 
 
 def test_data_tokenizer_must_be_the_models(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
-    from conftest import make_reviews
+    from helpers import make_reviews
 
     from lightning_rlhf.tokenizer_training import train_bpe_tokenizer
 

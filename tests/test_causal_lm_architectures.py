@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_GPT2, TINY_LLAMA, TINY_QWEN2, write_jsonl
+from helpers import TINY_GPT2, TINY_LLAMA, TINY_QWEN2, write_jsonl
 
 from lightning_rlhf.cli import build_cli
 from lightning_rlhf.errors import ConfigError

@@ -5,37 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import sft_config
 from tb_events import read_events
 from transformers import pipeline
 
 from lightning_rlhf.cli import build_cli
 
 
-def _sft_config(tmp_path: Path, tiny_gpt2: dict, tokenizer_dir: str, imdb_dir: str) -> Path:
-    config = {
-        "seed_everything": 7,
-        "trainer": {
-            "accelerator": "cpu", "max_steps": 6, "val_check_interval": 3, "limit_val_batches": 2,
-            "log_every_n_steps": 1, "enable_progress_bar": False, "enable_model_summary": False,
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": str(tmp_path / "logs"), "name": "sft"}},
-            "callbacks": [{"class_path": "lightning_rlhf.callbacks.SampleTableLogger",
-                           "init_args": {"max_new_tokens": 4, "prompts": ["the movie", "a"]}}],
-        },
-        "model": {"class_path": "lightning_rlhf.modules.SFTModule", "init_args": {
-            "model_name_or_path": None, "model_config": tiny_gpt2, "tokenizer_name_or_path": tokenizer_dir,
-            "learning_rate": 1e-3, "warmup_steps": 1, "export_dir": str(tmp_path / "export")}},
-        "checkpoint": {"monitor": "val/loss", "mode": "min", "dirpath": str(tmp_path / "ckpt")},
-        "data": {"data_path": imdb_dir, "tokenizer": tokenizer_dir, "shape": "lm",
-                 "block_size": 32, "batch_size": 4, "val_size": 20, "max_train_samples": 60},
-    }
-    path = tmp_path / "sft.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_fit_logs_exports_and_resumes(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
-    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    config = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
     cli = build_cli(["fit", "--config", str(config)])
     assert cli.trainer.global_step == 6
     log_dir = Path(cli.trainer.log_dir)
@@ -59,7 +37,7 @@ def test_fit_logs_exports_and_resumes(tmp_path, tiny_gpt2, tokenizer_dir, imdb_d
 
 
 def test_print_config_lists_the_module(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
-    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    config = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
     out = StringIO()
     with redirect_stdout(out), pytest.raises(SystemExit):
         build_cli(["fit", "--config", str(config), "--print_config"])
@@ -74,7 +52,7 @@ def test_unknown_config_key_is_rejected(tmp_path, tiny_gpt2, tokenizer_dir, imdb
 
     from lightning_rlhf.errors import user_message
 
-    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    config = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
     with pytest.raises(ArgumentError) as caught:
         build_cli(["fit", "--config", str(config), "--model.init_args.learning_rat", "1"])
     assert user_message(caught.value).startswith("model (SFTModule): option 'learning_rat' is not accepted")
@@ -106,3 +84,93 @@ def test_every_shipped_frontier_config_loads():
         settings = load_settings(sweep)
         assert all(run.config.exists() for run in settings.runs()), sweep
 
+
+
+def _printed(*args: str) -> dict:
+    out = StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        build_cli(["fit", *args, "--print_config"])
+    return yaml.safe_load(out.getvalue())
+
+
+def test_an_override_file_is_its_base_with_its_settings_on_top(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
+    """``base:`` (relative to the file; a base may have a base): the base's resolved config with the
+    override's values in place, mappings merged key by key, a list replaced whole; the pipeline and
+    the frontier read the same settings (``resolve_config``)."""
+    from lightning_rlhf.config_files import resolve_config
+
+    base = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "slower.yaml").write_text(
+        "base: ../sft.yaml\nmodel:\n  init_args: {learning_rate: 5.0e-4}\n"
+        "trainer:\n  logger:\n    init_args: {name: slower}\n")
+    top = tmp_path / "more" / "longer.yaml"
+    top.write_text("base: slower.yaml  # a chain\ntrainer:\n  max_steps: 9\n  callbacks: []\n")
+
+    expected = _printed("--config", str(base))
+    expected["model"]["init_args"]["learning_rate"] = 5.0e-4
+    expected["trainer"]["logger"]["init_args"]["name"] = "slower"
+    expected["trainer"]["max_steps"] = 9
+    expected["trainer"]["callbacks"] = []
+    assert _printed("--config", str(top)) == expected
+    assert _printed(f"--config={top}") == expected
+
+    read = resolve_config(top, yaml.safe_load(top.read_text()))
+    assert "base" not in read and read["model"]["class_path"].endswith("SFTModule")
+    assert read["model"]["init_args"]["learning_rate"] == 5.0e-4 and read["model"]["init_args"]["warmup_steps"] == 1
+    assert read["trainer"]["max_steps"] == 9 and read["trainer"]["callbacks"] == []
+    assert read["trainer"]["logger"]["init_args"] == {"save_dir": str(tmp_path / "logs"), "name": "slower"}
+
+
+@pytest.mark.parametrize("files, words", [
+    ({"a.yaml": "base: missing.yaml\n"}, ["a.yaml' has base: missing.yaml", "missing.yaml' is not a file",
+                                          "relative to the folder of"]),
+    ({"a.yaml": "base: b.yaml\nseed_everything: 1\n", "b.yaml": "base: a.yaml\n"},
+     ["base: keys go round in a circle", "a.yaml' -> '", "b.yaml' -> '", "full config without base:"]),
+    ({"a.yaml": "base: a.yaml\n"}, ["go round in a circle"]),
+    ({"a.yaml": "base: [sft.yaml]\n"}, ["base: must be the path of the config this file overrides"]),
+], ids=["missing", "cycle", "itself", "not_a_path"])
+def test_a_missing_base_or_a_circle_is_one_error_line(tmp_path, files, words, capsys, monkeypatch):
+    from lightning_rlhf.cli import cli_main
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.delenv("LIGHTNING_RLHF_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as done:
+        cli_main(["fit", "--config", str(tmp_path / "a.yaml")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert done.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert all(word in errors[0] for word in words), errors[0]
+
+
+def test_shipped_override_files_are_short_and_resolve_to_a_whole_stage():
+    """The RL variants of each preset override its ppo.yaml or dpo.yaml; what the pipeline reads
+    of them (module, export folder, data) comes out whole."""
+    from lightning_rlhf.pipeline import load_stage
+
+    repo = Path(__file__).resolve().parents[1] / "configs"
+    for preset, name, base in [("offline", "grpo", "ppo"), ("offline", "rloo-fixed-beta", "ppo"),
+                               ("offline", "bonbon", "dpo"), ("gpt2", "bond", "ppo"), ("gpt2", "bonbon", "dpo")]:
+        own = yaml.safe_load((repo / preset / f"{name}.yaml").read_text())
+        assert own["base"] == f"{base}.yaml" and "class_path" not in own["model"], name
+        stage, full = load_stage(repo / preset / f"{name}.yaml"), load_stage(repo / preset / f"{base}.yaml")
+        assert stage["model"]["class_path"] == full["model"]["class_path"]
+        assert stage["model"]["init_args"]["export_dir"] == f"artifacts/{preset}/{name}"
+        assert stage["data"]["shape"] == full["data"]["shape"] and stage["trainer"]["callbacks"]
+
+
+def test_frontier_sweeps_on_top_of_the_default_use_its_prompts():
+    """frontier-*.yaml take what they do not set from frontier.yaml (``base:``): the same held-out
+    prompts and sampling, their own methods and output folder."""
+    from lightning_rlhf.frontier import load_settings
+
+    repo = Path(__file__).resolve().parents[1] / "configs" / "offline"
+    default = load_settings(repo / "frontier.yaml")
+    for name in ("frontier-grpo.yaml", "frontier-dpo-beta.yaml"):
+        sweep = load_settings(repo / name)
+        same = ("reference", "reward_model", "judge", "data", "num_prompts", "max_new_tokens", "temperature",
+                "eval_seed")
+        assert all(getattr(sweep, key) == getattr(default, key) for key in same), name
+        assert sweep.out != default.out and set(sweep.methods).isdisjoint(default.methods) and sweep.best_of_n == []
+        assert all(run.config.parent == repo for run in sweep.runs())

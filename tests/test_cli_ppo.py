@@ -1,7 +1,6 @@
-from pathlib import Path
 
 import torch
-import yaml
+from helpers import ppo_config
 from safetensors.torch import load_file
 from tb_events import read_events
 from transformers import pipeline
@@ -9,34 +8,9 @@ from transformers import pipeline
 from lightning_rlhf.cli import build_cli
 
 
-def _ppo_config(tmp_path: Path, tiny_gpt2: dict, tokenizer_dir: str, imdb_dir: str, reward_dir: str) -> Path:
-    config = {
-        "seed_everything": 3,
-        "trainer": {
-            "accelerator": "cpu", "max_steps": 3, "log_every_n_steps": 1,
-            "enable_progress_bar": False, "enable_model_summary": False,
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": str(tmp_path / "logs"), "name": "ppo"}},
-            "callbacks": [{"class_path": "lightning_rlhf.callbacks.SampleTableLogger",
-                           "init_args": {"max_new_tokens": 4, "prompts": ["the movie", "a"],
-                                         "every_n_train_steps": 1, "on_validation": False}}],
-        },
-        "model": {"class_path": "lightning_rlhf.modules.PPOModule", "init_args": { "compile_generation": False,
-            "policy_name_or_path": None, "policy_config": tiny_gpt2, "tokenizer_name_or_path": tokenizer_dir,
-            "reward_model": reward_dir, "response_min_tokens": 3, "response_max_tokens": 5,
-            "ppo_epochs": 1, "learning_rate": 1e-3, "export_dir": str(tmp_path / "export")}},
-        "checkpoint": {"dirpath": str(tmp_path / "ckpt")},
-        "data": {"data_path": imdb_dir, "tokenizer": tokenizer_dir, "shape": "prompts",
-                 "batch_size": 4, "val_size": 20, "min_review_chars": 50},
-    }
-    path = tmp_path / "ppo.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_ppo_cli_logs_resumes_and_exports(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, tiny_classifier_dir):
     reward_dir = tiny_classifier_dir({0: "NEGATIVE", 1: "POSITIVE"})
-    config = _ppo_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
+    config = ppo_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
     cli = build_cli(["fit", "--config", str(config)])
     assert cli.trainer.global_step == 3
     scalars, texts = read_events(cli.trainer.log_dir)

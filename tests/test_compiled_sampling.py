@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY_GPT2, TINY_LLAMA, TINY_QWEN2
+from helpers import TINY_GPT2, TINY_LLAMA, TINY_QWEN2
 from torch._dynamo.utils import counters
 
 from lightning_rlhf.generation import Sampler, sample_responses

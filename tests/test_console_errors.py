@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_GPT2
+from helpers import TINY_GPT2
 
 REPO = Path(__file__).resolve().parents[1]
 

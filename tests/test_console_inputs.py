@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_GPT2
+from helpers import TINY_GPT2
 
 from lightning_rlhf.cli import cli_main
 from lightning_rlhf.evaluation.cli import main as eval_main

@@ -4,7 +4,7 @@ head anywhere, refused combinations, and each estimator learning a rule-based re
 import lightning as L
 import pytest
 import torch
-from test_ppo import make_dm, make_ppo
+from helpers import make_dm, make_ppo
 
 from lightning_rlhf.generation import sample_responses
 from lightning_rlhf.modules import PPOModule
@@ -36,7 +36,7 @@ def test_greedy_takes_the_most_likely_token(tiny_gpt2, tokenizer_dir):
 
 
 def test_no_value_head_without_gae(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", advantage_estimator="rloo",
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", advantage_estimator="rloo",
                       samples_per_prompt=2, export_dir=str(tmp_path / "export"))
     assert module.policy.value_head is None
     assert not any("value" in name for name, _ in module.named_parameters())
@@ -66,7 +66,7 @@ def test_refused_combinations(tiny_gpt2, tokenizer_dir, kw, message):
 def test_mini_batches_divide_the_samples_not_the_prompts(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
     """4 prompts x 3 samples = 12 rows: 3 mini-batches fit, 8 do not."""
     def fit(num_mini_batches):
-        module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", advantage_estimator="grpo",
+        module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", advantage_estimator="grpo",
                           samples_per_prompt=3, num_mini_batches=num_mini_batches)
         trainer = L.Trainer(max_steps=num_mini_batches, logger=False, enable_checkpointing=False,
                             default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False)
@@ -79,7 +79,7 @@ def test_mini_batches_divide_the_samples_not_the_prompts(tiny_gpt2, tokenizer_di
 
 
 def test_sample_table_shows_a_prompts_samples_together(tiny_gpt2, tokenizer_dir):
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", advantage_estimator="rloo",
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", advantage_estimator="rloo",
                       samples_per_prompt=3)
     rows = module.sample_rows(["a b", "c"], 4, 1.0, seed=0)
     assert [r["prompt"] for r in rows] == ["a b", "", "", "c", "", ""]

@@ -1,7 +1,7 @@
 
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA, make_reviews, write_jsonl
+from helpers import SHARED_DATA, make_reviews, write_jsonl
 
 from lightning_rlhf.data import IMDBDataModule, load_reviews
 

@@ -77,7 +77,7 @@ def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, token
 def test_dpo_two_processes_step_with_the_one_process_gradient(tmp_path, tokenizer_dir):
     """4 pairs on each of 2 ranks average to the gradient of the 8 pairs on one process; the
     ranks end with the same weights and only rank 0 exports."""
-    from conftest import write_jsonl
+    from helpers import write_jsonl
 
     rows = [{"prompt": f"the movie {i}", "chosen": " was great" + " and good" * (i % 3),
              "rejected": " was awful" + " and dull" * (i % 4)} for i in range(24)]

@@ -6,13 +6,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import write_jsonl
-from test_resume import RecordMetric, _assert_same_training_state, _trainer
+from helpers import make_dpo, make_preference_dm, preference_pairs, write_jsonl
+from training_state import RecordMetric, assert_same_training_state, resume_trainer
 
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.data.preferences import best_of_n, make_pairs
 from lightning_rlhf.errors import ConfigError
-from lightning_rlhf.modules import DPOModule
 from lightning_rlhf.preference_pairs import _check_kept_shards
 from lightning_rlhf.preference_pairs import main as preferences_main
 from lightning_rlhf.rl.logprobs import logprobs_from_logits
@@ -33,7 +32,7 @@ def test_preference_pairs_are_ordered_counted_and_resumable(tiny_gpt2, tokenizer
     build_from_config(tiny_gpt2, "causal_lm", seed=0).save_pretrained(policy)
     from transformers import AutoTokenizer
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(policy)
-    args = ["--policy", str(policy), "--reward-fn", "test_ppo:e_fraction", "--data", imdb_dir, "--num-prompts", "12",
+    args = ["--policy", str(policy), "--reward-fn", "helpers:e_fraction", "--data", imdb_dir, "--num-prompts", "12",
             "--samples-per-prompt", "4", "--max-new-tokens", "6", "--temperature", "1.5", "--shard-size", "5",
             "--batch-size", "4", "--device", "cpu"]
     preferences_main([*args, "--out", str(tmp_path / "a")])
@@ -58,35 +57,13 @@ def test_preference_pairs_are_ordered_counted_and_resumable(tiny_gpt2, tokenizer
     assert "holds pairs made with other settings (min_margin)" in capsys.readouterr().err
 
 
-def _pairs(tmp_path, n=48, best_of=None):
-    """A separable toy preference set: chosen responses praise, rejected ones pan; with
-    ``best_of`` the rows say they are the best and worst of that many samples (--pairs best_worst)."""
-    rows = [{"prompt": "the movie", "chosen": " was great and wonderful", "rejected": " was awful and boring"}
-            if i % 2 else {"prompt": "this film", "chosen": " loved it best", "rejected": " hated it worst"}
-            for i in range(n)]
-    if best_of is not None:
-        rows = [{**r, "pairs": "best_worst", "samples_per_prompt": best_of} for r in rows]
-    name = "pairs" if best_of is None else f"pairs-best-of-{best_of}"
-    return str(write_jsonl(tmp_path / name / "train.jsonl", rows).parent)
-
-
-def _dpo_dm(data, tokenizer_dir, batch_size=4, **kw):
-    return IMDBDataModule(data_path=data, tokenizer=tokenizer_dir, shape="preferences", batch_size=batch_size,
-                          val_size=8, max_length=64, **kw)
-
-
-def _dpo(tiny_gpt2, tokenizer_dir, **kw):
-    return DPOModule(policy_name_or_path=None, policy_config=tiny_gpt2, tokenizer_name_or_path=tokenizer_dir,
-                     **{"learning_rate": 1e-3, **kw})
-
-
 def test_masks_and_padding_do_not_change_the_log_probs(tiny_gpt2, tokenizer_dir, tmp_path):
-    dm = _dpo_dm(_pairs(tmp_path), tokenizer_dir)
+    dm = make_preference_dm(preference_pairs(tmp_path), tokenizer_dir)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["queries"].shape[0] == batch["chosen"].shape[0] == batch["rejected"].shape[0] == 4
     assert (batch["query_mask"][:, -1] == 1).all(), "prompts are left-padded"
-    module = _dpo(tiny_gpt2, tokenizer_dir)
+    module = make_dpo(tiny_gpt2, tokenizer_dir)
     policy, _ = module._logprobs(batch)
     for i in range(4):  # each pair alone, unpadded, gives the same summed log-probs
         q = batch["queries"][i][batch["query_mask"][i].bool()]
@@ -101,12 +78,12 @@ def test_masks_and_padding_do_not_change_the_log_probs(tiny_gpt2, tokenizer_dir,
 def test_dpo_learns_a_separable_preference_set_and_exports(tiny_gpt2, tokenizer_dir, tmp_path):
     from transformers import pipeline
 
-    module = _dpo(tiny_gpt2, tokenizer_dir, beta=0.5, export_dir=str(tmp_path / "export"))
+    module = make_dpo(tiny_gpt2, tokenizer_dir, beta=0.5, export_dir=str(tmp_path / "export"))
     acc = RecordMetric("train/rewards/accuracies")
     trainer = L.Trainer(max_steps=12, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[acc],
                         num_sanity_val_steps=0)
-    trainer.fit(module, _dpo_dm(_pairs(tmp_path), tokenizer_dir))
+    trainer.fit(module, make_preference_dm(preference_pairs(tmp_path), tokenizer_dir))
     metrics = trainer.callback_metrics
     assert acc.values[0] <= 0.5 and acc.values[-1] == 1.0
     assert metrics["val/rewards/accuracies"].item() == 1.0 and metrics["val/rewards/margins"].item() > 0
@@ -122,11 +99,11 @@ def test_dpo_learns_a_separable_preference_set_and_exports(tiny_gpt2, tokenizer_
 def test_precomputed_reference_log_probs_give_the_same_training(tiny_gpt2, tokenizer_dir, tmp_path):
     losses = {}
     for precompute in (False, True):
-        module = _dpo(tiny_gpt2, tokenizer_dir, precompute_ref_logprobs=precompute)
+        module = make_dpo(tiny_gpt2, tokenizer_dir, precompute_ref_logprobs=precompute)
         rec = RecordMetric("train/loss")
         L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[rec],
                   enable_progress_bar=False, enable_model_summary=False, val_check_interval=5,
-                  limit_val_batches=1).fit(module, _dpo_dm(_pairs(tmp_path), tokenizer_dir))
+                  limit_val_batches=1).fit(module, make_preference_dm(preference_pairs(tmp_path), tokenizer_dir))
         losses[precompute] = rec.values
         assert (module.ref_model is None) == precompute, "the reference is freed once its log-probs are cached"
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
@@ -135,21 +112,21 @@ def test_precomputed_reference_log_probs_give_the_same_training(tiny_gpt2, token
 @pytest.mark.parametrize("finished, loss_type", [(False, "sigmoid"), (True, "sigmoid"), (False, "bonbon")],
                          ids=["mid_run", "end_of_fit", "bonbon_mid_run"])
 def test_dpo_resume_is_exact(tiny_gpt2, tokenizer_dir, tmp_path, finished, loss_type):
-    data = _pairs(tmp_path, n=40, best_of=4 if loss_type == "bonbon" else None)  # 32 train pairs: 8 batches
+    data = preference_pairs(tmp_path, n=40, best_of=4 if loss_type == "bonbon" else None)  # 32 train pairs: 8 batches
     n = 6 if finished else 4
     straight_rec = RecordMetric("train/loss")
-    straight = _dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type)
-    t_straight = _trainer(tmp_path / "a", 2 * n, straight_rec, every=None if finished else n, limit_val_batches=0)
-    t_straight.fit(straight, _dpo_dm(data, tokenizer_dir))
+    straight = make_dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type)
+    t_straight = resume_trainer(tmp_path / "a", 2 * n, straight_rec, every=None if finished else n, limit_val_batches=0)
+    t_straight.fit(straight, make_preference_dm(data, tokenizer_dir))
     first_rec = RecordMetric("train/loss")
-    _trainer(tmp_path / "b", n, first_rec, every=None if finished else n, limit_val_batches=0).fit(
-        _dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type), _dpo_dm(data, tokenizer_dir))
+    resume_trainer(tmp_path / "b", n, first_rec, every=None if finished else n, limit_val_batches=0).fit(
+        make_dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type), make_preference_dm(data, tokenizer_dir))
     resumed_rec = RecordMetric("train/loss")
-    resumed = _dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type)
-    t_resumed = _trainer(tmp_path / "b", 2 * n, resumed_rec, limit_val_batches=0)
-    t_resumed.fit(resumed, _dpo_dm(data, tokenizer_dir), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    resumed = make_dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type)
+    t_resumed = resume_trainer(tmp_path / "b", 2 * n, resumed_rec, limit_val_batches=0)
+    t_resumed.fit(resumed, make_preference_dm(data, tokenizer_dir), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     assert first_rec.values + resumed_rec.values == straight_rec.values
-    _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
+    assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
 
 
 @pytest.mark.parametrize("rows, kw, message", [
@@ -160,7 +137,7 @@ def test_dpo_resume_is_exact(tiny_gpt2, tokenizer_dir, tmp_path, finished, loss_
 ])
 def test_preference_files_are_checked(tokenizer_dir, tmp_path, rows, kw, message):
     data = str(write_jsonl(tmp_path / "bad" / "train.jsonl", rows * 20))
-    dm = _dpo_dm(data, tokenizer_dir, **kw)
+    dm = make_preference_dm(data, tokenizer_dir, **kw)
     if message is None:
         dm.setup("fit")
         assert len(dm.splits["train"]) == 400 - 8
@@ -170,10 +147,10 @@ def test_preference_files_are_checked(tokenizer_dir, tmp_path, rows, kw, message
 
 
 def test_dpo_runs_under_bf16_mixed(tiny_gpt2, tokenizer_dir, tmp_path):
-    module = _dpo(tiny_gpt2, tokenizer_dir, export_dir=str(tmp_path / "export"))
+    module = make_dpo(tiny_gpt2, tokenizer_dir, export_dir=str(tmp_path / "export"))
     trainer = L.Trainer(max_steps=3, precision="bf16-mixed", logger=False, enable_checkpointing=False,
                         default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, _dpo_dm(_pairs(tmp_path, n=24), tokenizer_dir))
+    trainer.fit(module, make_preference_dm(preference_pairs(tmp_path, n=24), tokenizer_dir))
     trainer.validate(module, trainer.datamodule, verbose=False)
     assert trainer.global_step == 3 and torch.isfinite(trainer.callback_metrics["val/loss"])
     batch = next(iter(trainer.datamodule.train_dataloader()))
@@ -190,7 +167,7 @@ def test_best_worst_pairs_record_that_they_are_best_and_worst_of_n(tiny_gpt2, to
     policy = tmp_path / "policy"
     build_from_config(tiny_gpt2, "causal_lm", seed=0).save_pretrained(policy)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(policy)
-    args = ["--policy", str(policy), "--reward-fn", "test_ppo:e_fraction", "--data", imdb_dir, "--num-prompts", "12",
+    args = ["--policy", str(policy), "--reward-fn", "helpers:e_fraction", "--data", imdb_dir, "--num-prompts", "12",
             "--max-new-tokens", "6", "--temperature", "1.5", "--batch-size", "12", "--device", "cpu"]
     preferences_main([*args, "--pairs", "best_worst", "--samples-per-prompt", "5", "--out", str(tmp_path / "bw")])
     rows = [json.loads(line) for line in (tmp_path / "bw" / "train-00000.jsonl").open()]
@@ -245,9 +222,9 @@ def _fit(module, dm, tmp_path, steps=1, **kw):
     (8, 4, r"bon_n \(4\) does not match .* samples_per_prompt 8; remove bon_n"),
 ])
 def test_bonbon_refuses_pairs_that_are_not_its_best_of_n(tiny_gpt2, tokenizer_dir, tmp_path, best_of, bon_n, message):
-    module = _dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", bon_n=bon_n)
+    module = make_dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", bon_n=bon_n)
     with pytest.raises(ConfigError, match=message):
-        _fit(module, _dpo_dm(_pairs(tmp_path, best_of=best_of), tokenizer_dir), tmp_path)
+        _fit(module, make_preference_dm(preference_pairs(tmp_path, best_of=best_of), tokenizer_dir), tmp_path)
 
 
 def test_bonbon_on_all_pairs_ends_in_one_error_line(tiny_gpt2, tokenizer_dir, tmp_path, capsys):
@@ -255,9 +232,9 @@ def test_bonbon_on_all_pairs_ends_in_one_error_line(tiny_gpt2, tokenizer_dir, tm
 
     config = Path(__file__).resolve().parents[1] / "configs" / "offline" / "bonbon.yaml"
     with pytest.raises(SystemExit) as done:
-        cli_main(["fit", "--config", str(config), "--data.data_path", _pairs(tmp_path), "--data.val_size", "8",
-                  "--data.tokenizer", tokenizer_dir, "--model.init_args.policy_name_or_path", "null",
-                  "--model.init_args.tokenizer_name_or_path", tokenizer_dir,
+        cli_main(["fit", "--config", str(config), "--data.data_path", preference_pairs(tmp_path),
+                  "--data.val_size", "8", "--data.tokenizer", tokenizer_dir, "--model.init_args.policy_name_or_path",
+                  "null", "--model.init_args.tokenizer_name_or_path", tokenizer_dir,
                   "--model.init_args.policy_config", json.dumps(tiny_gpt2), "--trainer.logger", "false"])
     assert done.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -266,9 +243,9 @@ def test_bonbon_on_all_pairs_ends_in_one_error_line(tiny_gpt2, tokenizer_dir, tm
 
 
 def test_bonbon_fits_logs_its_parts_and_learns(tiny_gpt2, tokenizer_dir, tmp_path):
-    module = _dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", bonbon_alpha=0.1)
+    module = make_dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", bonbon_alpha=0.1)
     records = {k: RecordMetric(f"train/{k}") for k in ("loss", "sft_loss", "ipo_loss")}
-    trainer = _fit(module, _dpo_dm(_pairs(tmp_path, best_of=4), tokenizer_dir), tmp_path, steps=12,
+    trainer = _fit(module, make_preference_dm(preference_pairs(tmp_path, best_of=4), tokenizer_dir), tmp_path, steps=12,
                    callbacks=list(records.values()))
     assert module.bon_n == 4, "n comes from the pairs"
     loss, sft, ipo = (records[k].values for k in ("loss", "sft_loss", "ipo_loss"))
@@ -290,10 +267,10 @@ def test_the_gradient_does_not_depend_on_the_batch_cut(tiny_gpt2, tokenizer_dir,
     rows = [{"prompt": f"the movie {i}", "chosen": " was great" + " and good" * (i % 3),
              "rejected": " was awful" + " and dull" * (i % 4), **best_of} for i in range(16)]
     data = str(write_jsonl(tmp_path / "pairs" / "train.jsonl", rows).parent)
-    module = _dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type, bon_n=8 if best_of else None)
+    module = make_dpo(tiny_gpt2, tokenizer_dir, loss_type=loss_type, bon_n=8 if best_of else None)
 
     def grad(batch_size: int) -> torch.Tensor:
-        dm = _dpo_dm(data, tokenizer_dir, batch_size=batch_size)
+        dm = make_preference_dm(data, tokenizer_dir, batch_size=batch_size)
         dm.setup("fit")
         module.policy.zero_grad()
         batches = list(dm.ordered_loader("train"))[: 8 // batch_size]
@@ -309,13 +286,13 @@ def test_the_gradient_does_not_depend_on_the_batch_cut(tiny_gpt2, tokenizer_dir,
 def test_bonbon_takes_the_temperature_its_pairs_were_sampled_at(tiny_gpt2, tokenizer_dir, tmp_path):
     """BoNBoN imitates the Best-of-n policy of the tempered reference: the pairs' settings.json says
     T = 0.7, so log-probs at T = 1 are refused, and at 0.7 they are those of softmax(logits / 0.7)."""
-    data = _pairs(tmp_path, best_of=4)
+    data = preference_pairs(tmp_path, best_of=4)
     (Path(data) / "settings.json").write_text(json.dumps({"temperature": 0.7}))
     with pytest.raises(ConfigError, match=r"sampled at temperature 0.7 but model.init_args.temperature is 1.0"):
-        _fit(_dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon"), _dpo_dm(data, tokenizer_dir), tmp_path)
-    module = _dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", temperature=0.7)
-    _fit(module, _dpo_dm(data, tokenizer_dir), tmp_path)
-    dm = _dpo_dm(data, tokenizer_dir)
+        _fit(make_dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon"), make_preference_dm(data, tokenizer_dir), tmp_path)
+    module = make_dpo(tiny_gpt2, tokenizer_dir, loss_type="bonbon", temperature=0.7)
+    _fit(module, make_preference_dm(data, tokenizer_dir), tmp_path)
+    dm = make_preference_dm(data, tokenizer_dir)
     dm.setup("fit")
     batch = next(iter(dm.ordered_loader("train")))
     policy, _ = module._logprobs(batch, policy_grad=True)

@@ -1,4 +1,5 @@
-"""DPO, IPO, hinge and BoNBoN losses against hand-computed values (log-probs given)."""
+"""DPO, IPO, hinge, BoNBoN and SimPO losses against hand-computed values (log-probs given), and
+DPOModule's reference-free (SimPO) and length-normalised (IPO) paths."""
 
 import math
 
@@ -117,3 +118,106 @@ def test_bonbon_gradient_by_hand():
     dpo_loss(pc, pr, RC, RR, loss_type="bonbon", bon_n=2, bonbon_alpha=0.5).loss.backward()
     torch.testing.assert_close(pc.grad, torch.tensor([0.25, -1.75]))
     torch.testing.assert_close(pr.grad, torch.tensor([-0.5, 1.5]))
+
+
+# SimPO: length-averaged policy log-probs ā_c = −1, −2 and ā_r = −1.5, −1; β = 2, γ = 0.5:
+# z = β (ā_c − ā_r) − γ = 2·0.5 − 0.5 = 0.5 and 2·(−1) − 0.5 = −2.5
+AC, AR = torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.0])
+
+
+def test_simpo_loss_rewards_and_gradient_by_hand():
+    ac, ar = AC.clone().requires_grad_(), AR.clone().requires_grad_()
+    out = dpo_loss(ac, ar, None, None, beta=2.0, loss_type="simpo", simpo_gamma=0.5)
+    assert out.loss.item() == pytest.approx(-(log_sigmoid(0.5) + log_sigmoid(-2.5)) / 2)
+    torch.testing.assert_close(out.chosen_rewards, torch.tensor([-2.0, -4.0]))  # β ā
+    torch.testing.assert_close(out.rejected_rewards, torch.tensor([-3.0, -2.0]))
+    out.loss.backward()
+    # d/dā_c of −log σ(z) / 2 = −β σ(−z) / 2 = −σ(−z)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    torch.testing.assert_close(ac.grad, torch.tensor([-sig(-0.5), -sig(2.5)]))
+    torch.testing.assert_close(ar.grad, -ac.grad)
+
+
+def test_simpo_label_smoothing_and_gamma():
+    out = dpo_loss(AC, AR, None, None, beta=2.0, loss_type="simpo", simpo_gamma=0.5, label_smoothing=0.1)
+    pair1 = -0.9 * log_sigmoid(0.5) - 0.1 * log_sigmoid(-0.5)
+    pair2 = -0.9 * log_sigmoid(-2.5) - 0.1 * log_sigmoid(2.5)
+    assert out.loss.item() == pytest.approx((pair1 + pair2) / 2)
+    # γ = 0 is a reference-free DPO on averaged log-probs: z = 1 and −2
+    plain = dpo_loss(AC, AR, None, None, beta=2.0, loss_type="simpo", simpo_gamma=0.0)
+    assert plain.loss.item() == pytest.approx(-(log_sigmoid(1.0) + log_sigmoid(-2.0)) / 2)
+
+
+def test_length_normalised_ipo_by_hand():
+    # chosen 2 tokens, rejected 3 tokens (the third column is padding for chosen)
+    mask_c, mask_r = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[1.0, 1.0, 1.0]])
+    pc, pr = torch.tensor([[-1.0, -3.0, -9.0]]), torch.tensor([[-2.0, -2.0, -5.0]])
+    rc, rr = torch.tensor([[-1.5, -3.5, -9.0]]), torch.tensor([[-3.0, -3.0, -3.0]])
+    avg = [sequence_logprobs(x, m, average=True) for x, m in ((pc, mask_c), (pr, mask_r), (rc, mask_c), (rr, mask_r))]
+    torch.testing.assert_close(torch.cat(avg), torch.tensor([-2.0, -3.0, -2.5, -3.0]))
+    # averaged: h = (−2 + 2.5) − (−3 + 3) = 0.5, (0.5 − 1/(2·0.5))² = 0.25;
+    # summed: h = (−4 + 5) − (−9 + 9) = 1, (1 − 1)² = 0
+    assert dpo_loss(*avg, beta=0.5, loss_type="ipo").loss.item() == pytest.approx(0.25)
+    summed = [sequence_logprobs(x, m) for x, m in ((pc, mask_c), (pr, mask_r), (rc, mask_c), (rr, mask_r))]
+    assert dpo_loss(*summed, beta=0.5, loss_type="ipo").loss.item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("loss_type, refs, message", [
+    ("simpo", True, "loss_type 'simpo' takes no reference log-probs"),
+    ("sigmoid", False, "loss_type 'sigmoid' needs the reference's log-probs"),
+    ("bonbon", False, "needs the reference's log-probs"),
+])
+def test_reference_log_probs_go_with_the_loss(loss_type, refs, message):
+    with pytest.raises(ConfigError, match=message):
+        dpo_loss(PC, PR, RC if refs else None, RR if refs else None, loss_type=loss_type, bon_n=2)
+
+
+def test_simpo_module_loads_and_runs_no_reference(tiny_gpt2, tokenizer_dir, tmp_path, monkeypatch):
+    import lightning as L
+    from helpers import make_dpo, make_preference_dm, preference_pairs
+
+    import lightning_rlhf.modules.dpo as dpo_module
+
+    module = make_dpo(tiny_gpt2, tokenizer_dir, loss_type="simpo", beta=2.0, simpo_gamma=0.5)
+    plain = make_dpo(tiny_gpt2, tokenizer_dir)
+    assert module.ref_model is None and plain.ref_model is not None
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in plain.policy.parameters()), \
+        "no reference weights in memory"
+    calls = []
+    original = dpo_module.response_logprobs
+    monkeypatch.setattr(dpo_module, "response_logprobs", lambda model, *a, **k: calls.append(model) or original(
+        model, *a, **k))
+    trainer = L.Trainer(max_steps=12, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=2)
+    trainer.fit(module, make_preference_dm(preference_pairs(tmp_path), tokenizer_dir))
+    assert calls and all(m is module.policy for m in calls), "every forward is the policy's"
+    assert len(calls) == 12 + 2, "one forward per training and per validation batch"
+    metrics = trainer.callback_metrics
+    assert metrics["val/rewards/accuracies"].item() == 1.0 and metrics["val/rewards/margins"].item() > 0
+
+
+def test_ipo_length_normalize_averages_policy_and_reference(tiny_gpt2, tokenizer_dir, tmp_path):
+    from helpers import make_dpo, make_preference_dm, preference_pairs
+
+    dm = make_preference_dm(preference_pairs(tmp_path), tokenizer_dir)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    summed = make_dpo(tiny_gpt2, tokenizer_dir, loss_type="ipo")._logprobs(batch)
+    averaged = make_dpo(tiny_gpt2, tokenizer_dir, loss_type="ipo", ipo_length_normalize=True)._logprobs(batch)
+    lengths = torch.cat([batch["chosen_mask"].sum(-1), batch["rejected_mask"].sum(-1)]).float()
+    for s, a in zip(summed, averaged, strict=True):
+        torch.testing.assert_close(a, s / lengths)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(loss_type="simpo", ref_name_or_path="some/reference"), "uses no reference model; remove ref_name_or_path"),
+    (dict(loss_type="simpo", precompute_ref_logprobs=True), "remove precompute_ref_logprobs"),
+    (dict(loss_type="sigmoid", ipo_length_normalize=True), "ipo_length_normalize applies to loss_type ipo only"),
+    (dict(loss_type="hinge", label_smoothing=0.1), "sigmoid loss only"),
+])
+def test_module_bad_settings(tiny_gpt2, tokenizer_dir, kw, message):
+    from helpers import make_dpo
+
+    with pytest.raises(ConfigError, match=message):
+        make_dpo(tiny_gpt2, tokenizer_dir, **kw)

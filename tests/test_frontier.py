@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from lightning_rlhf.callbacks.snapshots import PolicySnapshots, snapshot_count_problem, snapshot_steps
 from lightning_rlhf.errors import ConfigError

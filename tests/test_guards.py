@@ -3,19 +3,11 @@
 import lightning as L
 import pytest
 import torch
+from helpers import NAN_CALLS, make_dm, make_ppo
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_ppo import make_dm, make_ppo
 
 from lightning_rlhf.callbacks import InterruptCheckpoint
 from lightning_rlhf.guard import NonFiniteGuard
-
-CALLS = {"n": 0}
-
-
-def nan_after_two_calls(prompts, responses):
-    CALLS["n"] += 1
-    value = 0.5 if CALLS["n"] <= 2 else float("nan")
-    return [value + len(r) / 100 for r in responses]
 
 
 def test_guard_counts_and_stops():
@@ -33,8 +25,8 @@ def test_guard_counts_and_stops():
 
 def test_nonfinite_reward_skips_then_stops_with_last_good_checkpoint(tiny_gpt2, tokenizer_dir, imdb_dir,
                                                                      tmp_path):
-    CALLS["n"] = 0
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_guards:nan_after_two_calls",
+    NAN_CALLS["n"] = 0
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:nan_after_two_calls",
                       max_bad_steps=3)
     ckpt_dir = tmp_path / "ckpt"
     trainer = L.Trainer(max_steps=20, logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
@@ -53,7 +45,7 @@ def test_nonfinite_reward_skips_then_stops_with_last_good_checkpoint(tiny_gpt2, 
 
 def test_ratio_explosion_skips_the_minibatch(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
     # a threshold below 1 makes every mini-batch "explode": nothing may be stepped
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ratio_threshold=0.5,
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", ratio_threshold=0.5,
                       num_mini_batches=2)
     trainer = L.Trainer(max_steps=4, max_epochs=1, limit_train_batches=2, logger=False,
                         default_root_dir=tmp_path, enable_progress_bar=False, enable_checkpointing=False)
@@ -66,7 +58,7 @@ def test_ratio_explosion_skips_the_minibatch(tiny_gpt2, tokenizer_dir, imdb_dir,
 
 
 def test_nonfinite_loss_skips_the_update(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, monkeypatch):
-    import lightning_rlhf.modules.ppo_update as update_mod
+    import lightning_rlhf.engine.update as update_mod
 
     original = update_mod.ppo_loss
 
@@ -75,7 +67,7 @@ def test_nonfinite_loss_skips_the_update(tiny_gpt2, tokenizer_dir, imdb_dir, tmp
         return out._replace(loss=out.loss * float("nan"))
 
     monkeypatch.setattr(update_mod, "ppo_loss", nan_loss)
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", max_bad_steps=10)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", max_bad_steps=10)
     before = {k: v.clone() for k, v in module.state_dict().items()}
     trainer = L.Trainer(max_steps=1, max_epochs=1, limit_train_batches=2, logger=False, default_root_dir=tmp_path,
                         enable_progress_bar=False, enable_checkpointing=False)

@@ -11,14 +11,14 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from helpers import ppo_config
 from lightning.pytorch.demos.boring_classes import BoringModel
-from test_cli_ppo import _ppo_config
 
 from lightning_rlhf.cli import build_cli
 
 
 def _start(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir) -> tuple[subprocess.Popen, Path]:
-    config = _ppo_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
+    config = ppo_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
     data = yaml.safe_load(config.read_text())
     data["trainer"]["max_steps"] = 10_000
     data["trainer"]["callbacks"] = []

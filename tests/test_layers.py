@@ -1,4 +1,4 @@
-"""Layers point one way: ``rl/`` (the math) <- ``generation/``, ``models/`` <- ``modules/`` <- CLIs.
+"""Layers point one way: ``rl/`` (the math) <- ``generation/``, ``models/`` <- ``engine/`` <- ``modules/`` <- CLIs.
 
 Each check imports a layer in a fresh interpreter and lists what came with it, so an import
 added anywhere below the layer (a module-level one or one in a package ``__init__``) fails here.
@@ -39,7 +39,7 @@ def test_rl_imports_torch_and_nothing_of_lightning_models_or_generation():
     assert _offenders(_imported_with("rl"), forbidden) == []
 
 
-@pytest.mark.parametrize("layer", ["generation", "models"])
-def test_generation_and_models_do_not_import_the_modules_above_them(layer):
+@pytest.mark.parametrize("layer", ["generation", "models", "engine"])
+def test_generation_models_and_engine_do_not_import_the_modules_above_them(layer):
     forbidden = ("lightning_rlhf.modules", "lightning_rlhf.cli", "lightning_rlhf.frontier", "lightning_rlhf.pipeline")
     assert _offenders(_imported_with(layer), forbidden) == []

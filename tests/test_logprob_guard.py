@@ -4,10 +4,10 @@ warning when the sampler is not the policy the trainer scores."""
 import lightning as L
 import pytest
 import torch
-from test_ppo import make_dm, make_ppo
-from test_resume import RecordMetric
+from helpers import make_dm, make_ppo
+from training_state import RecordMetric
 
-import lightning_rlhf.modules.ppo_rollout as rollout_mod
+import lightning_rlhf.engine.rollout as rollout_mod
 from lightning_rlhf.generation import sample_responses
 from lightning_rlhf.models.loading import build_from_config
 from lightning_rlhf.models.value_head import response_logprobs

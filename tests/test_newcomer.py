@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import yaml
-from test_ppo import make_dm, make_ppo
+from helpers import make_dm, make_ppo
 
 from lightning_rlhf.callbacks import RunProgress
 from lightning_rlhf.callbacks.progress import batches_in_run
@@ -17,7 +17,7 @@ from lightning_rlhf.models.loading import build_from_config
 
 def test_plain_progress_lines_with_the_runs_real_totals(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, capsys):
     """PPO takes ppo_epochs x num_mini_batches optimizer steps per batch: 8 steps = 4 batches."""
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", ppo_epochs=2)
     progress = RunProgress(every_percent=25, every_seconds=float("inf"), plain=True)  # by percent only, at any load
     trainer = L.Trainer(max_steps=8, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         enable_model_summary=False, callbacks=[progress])
@@ -32,7 +32,7 @@ def test_plain_progress_lines_with_the_runs_real_totals(tiny_gpt2, tokenizer_dir
 
 
 def test_exports_truncate_to_the_models_context(tmp_path, tokenizer_dir, tiny_gpt2):
-    from conftest import TINY_DISTILBERT
+    from helpers import TINY_DISTILBERT
     from transformers import AutoTokenizer, pipeline
 
     long_text = "the movie was great and the plot was dull " * 60  # far past 64 / 128 positions
@@ -51,12 +51,12 @@ def test_exports_truncate_to_the_models_context(tmp_path, tokenizer_dir, tiny_gp
 
 
 def test_sft_builds_its_tokenizer_when_missing(tmp_path, tiny_gpt2, imdb_dir, capsys):
-    from test_cli import _sft_config
+    from helpers import sft_config
 
     from lightning_rlhf.cli import build_cli
 
     built = tmp_path / "tok"
-    config_path = _sft_config(tmp_path, tiny_gpt2, str(built), imdb_dir)
+    config_path = sft_config(tmp_path, tiny_gpt2, str(built), imdb_dir)
     config = yaml.safe_load(config_path.read_text())
     config["build_tokenizer"] = {"out": str(built), "vocab_size": 300}
     config["trainer"]["max_steps"] = 2
@@ -72,11 +72,11 @@ def test_sft_builds_its_tokenizer_when_missing(tmp_path, tiny_gpt2, imdb_dir, ca
 
 
 def test_the_cli_replaces_lightnings_default_bar(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
-    from test_cli import _sft_config
+    from helpers import sft_config
 
     from lightning_rlhf.cli import build_cli
 
-    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    config = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
     cli = build_cli(["--config", str(config), "--trainer.enable_progress_bar", "true"], run=False)
     assert isinstance(cli.trainer.progress_bar_callback, RunProgress)
 

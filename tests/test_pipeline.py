@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_DISTILBERT, TINY_GPT2
+from helpers import TINY_DISTILBERT, TINY_GPT2
 
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.pipeline import main as pipeline_main

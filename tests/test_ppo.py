@@ -1,38 +1,11 @@
 import lightning as L
 import pytest
 import torch
+from helpers import make_dm, make_ppo
 
-import lightning_rlhf.modules.ppo as ppo_mod
-import lightning_rlhf.modules.ppo_update as update_mod
-from lightning_rlhf.data import IMDBDataModule
-from lightning_rlhf.modules import PPOModule
+import lightning_rlhf.engine as engine
+import lightning_rlhf.engine.update as update_mod
 from lightning_rlhf.rl.logprobs import logprobs_from_logits
-
-
-def e_fraction(prompts, responses):
-    """Rule-based reward: share of the response's characters that are the letter 'e'."""
-    return [r.count("e") / max(1, len(r)) for r in responses]
-
-
-def char_count(prompts, responses):
-    """A reward that varies from sample to sample at random init."""
-    return [len(r) / 10 for r in responses]
-
-
-def make_ppo(tiny_gpt2, tokenizer_dir, **kw) -> PPOModule:
-    args = dict(policy_name_or_path=None, policy_config=tiny_gpt2,
-                tokenizer_name_or_path=tokenizer_dir,
-                reward_model=None, reward_fn="test_ppo:e_fraction", response_min_tokens=6,
-                response_max_tokens=6, ppo_epochs=1, learning_rate=1e-3,
-                compile_generation=False)  # compiled sampling has its own tests (test_compiled_sampling)
-    args.update(kw)
-    return PPOModule(**args)
-
-
-def make_dm(imdb_dir, tokenizer_dir, batch_size=8) -> IMDBDataModule:
-    return IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="prompts",
-                          batch_size=batch_size, val_size=20, min_review_chars=50,
-                          prompt_min_tokens=2, prompt_max_tokens=5)
 
 
 def test_logprobs_with_left_padding_equal_unpadded(tiny_gpt2, tokenizer_dir):
@@ -68,7 +41,7 @@ def test_first_minibatch_ratio_is_one(tiny_gpt2, tokenizer_dir, imdb_dir, monkey
 
     monkeypatch.setattr(update_mod, "ppo_loss", spy)
     module = make_ppo(tiny_gpt2, tokenizer_dir, ppo_epochs=2, num_mini_batches=2,
-                      reward_fn="test_ppo:char_count")
+                      reward_fn="helpers:char_count")
     trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
@@ -115,7 +88,7 @@ def test_lora_policy_uses_itself_without_adapter_as_reference(tiny_gpt2, tokeniz
     pytest.importorskip("peft")
     from transformers import pipeline
 
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", lora_r=4,
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", lora_r=4,
                       gradient_checkpointing=True, export_dir=str(tmp_path / "export"))
     assert module.ref_model is None
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
@@ -145,31 +118,31 @@ def test_lora_policy_uses_itself_without_adapter_as_reference(tiny_gpt2, tokeniz
 
 def test_fused_first_forward_gives_the_same_training(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
     states, seen = {}, []
-    original = ppo_mod.ppo_update
+    original = engine.ppo_update
 
-    def spy(module, ro, first=None):
+    def spy(policy, ro, *args, first=None, **kwargs):
         if first is not None:
             seen.append((first[0] - ro.logprobs).abs().max().item())
-        return original(module, ro, first)
+        return original(policy, ro, *args, first=first, **kwargs)
 
-    ppo_mod.ppo_update = spy
+    engine.ppo_update = spy
     try:
         for fuse in (True, False):
-            module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2,
+            module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", ppo_epochs=2,
                               fuse_first_forward=fuse)
             trainer = L.Trainer(max_steps=2 * 3, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
                                 enable_progress_bar=False, enable_model_summary=False)
             trainer.fit(module, make_dm(imdb_dir, tokenizer_dir))
             states[fuse] = module.state_dict()
     finally:
-        ppo_mod.ppo_update = original
+        engine.ppo_update = original
     assert seen == [0.0, 0.0, 0.0], "the reused forward gives a policy/old ratio of exactly 1"
     for name, value in states[True].items():
         torch.testing.assert_close(value, states[False][name], atol=2e-5, rtol=1e-4, msg=name)
 
 
 def test_separate_critic_trains_its_own_trunk(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", separate_critic=True)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", separate_critic=True)
     critic_before = {k: v.clone() for k, v in module.policy.critic.state_dict().items()}
     L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
               enable_progress_bar=False).fit(module, make_dm(imdb_dir, tokenizer_dir))
@@ -178,12 +151,8 @@ def test_separate_critic_trains_its_own_trunk(tiny_gpt2, tokenizer_dir, imdb_dir
     assert any(k.startswith("policy.critic.") for k in module.state_dict())
 
 
-def zero_reward(prompts, responses):
-    return [0.0] * len(responses)
-
-
 def test_missing_eos_penalty_and_stop_masking(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:zero_reward", stop_at_eos=True,
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:zero_reward", stop_at_eos=True,
                       missing_eos_penalty=1.0, temperature=3.0, response_min_tokens=12, response_max_tokens=12)
     eos = module.tokenizer.eos_token_id
     with torch.no_grad():  # make EOS likely, so some responses stop and some do not
@@ -203,7 +172,7 @@ def test_missing_eos_penalty_and_stop_masking(tiny_gpt2, tokenizer_dir, imdb_dir
 
 
 def test_score_normalisation_is_fitted_once_and_checkpointed(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", normalize_scores=True)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", normalize_scores=True)
     dm = make_dm(imdb_dir, tokenizer_dir, batch_size=16)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -217,7 +186,7 @@ def test_score_normalisation_is_fitted_once_and_checkpointed(tiny_gpt2, tokenize
 
 
 def test_ppo_runs_under_bf16_mixed(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", ppo_epochs=2)
     rollout, autocast = module.rollout, []
 
     def recording(*args, **kwargs):

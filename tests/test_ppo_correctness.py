@@ -3,9 +3,9 @@
 import lightning as L
 import pytest
 import torch
-from test_ppo import make_dm, make_ppo
+from helpers import make_dm, make_ppo
 
-import lightning_rlhf.modules.ppo_update as update_mod
+import lightning_rlhf.engine.update as update_mod
 
 
 def _fit(module, dm, tmp_path, steps=1):
@@ -21,7 +21,7 @@ def _fit(module, dm, tmp_path, steps=1):
      r"micro_batch_size \(3\) does not divide the mini-batch of 4 rows \(batch size 8 / num_mini_batches 2\)"),
 ])
 def test_uneven_mini_or_micro_batches_are_refused_at_setup(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, kw, message):
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", **kw)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", **kw)
     started = []
     module.rollout = lambda *a, **k: started.append(1)
     with pytest.raises(ValueError, match=message):
@@ -40,7 +40,7 @@ def test_statistics_come_from_applied_updates_only(tiny_gpt2, tokenizer_dir, imd
         return real_sum(x) if len(calls) == 1 else x + 1e9
 
     monkeypatch.setattr(update_mod, "global_sum", second_is_huge)
-    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="test_ppo:char_count", ppo_epochs=2)
+    module = make_ppo(tiny_gpt2, tokenizer_dir, reward_fn="helpers:char_count", ppo_epochs=2)
     trainer = _fit(module, make_dm(imdb_dir, tokenizer_dir), tmp_path)
     assert module.ratio_skips == 1 and trainer.global_step == 1
     metrics = trainer.callback_metrics

@@ -104,12 +104,12 @@ def test_cpu_bf16_flags_read_from_cpuinfo(tmp_path):
 @pytest.mark.parametrize("flags, expected", [(["amx_bf16"], "bf16-mixed"), ([], "32-true"), (None, "32-true")])
 def test_cli_keeps_cpu_bf16_only_with_native_support(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, monkeypatch,
                                                      capsys, flags, expected):
-    from test_cli import _sft_config
+    from helpers import sft_config
 
     import lightning_rlhf.cli as cli
 
     monkeypatch.setattr(cli, "cpu_bf16_flags", lambda: flags)
-    config = _sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    config = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
     built = cli.build_cli(["--config", str(config), "--trainer.precision", "bf16-mixed"], run=False)
     assert built.trainer.precision == expected
     assert f"precision: {expected}" in capsys.readouterr().out

@@ -3,38 +3,11 @@
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from test_ppo import make_dm, make_ppo
+from helpers import make_dm, make_ppo, sft_config
+from training_state import RecordMetric, assert_same_training_state, resume_trainer
 
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.modules import SFTModule
-
-
-class RecordMetric(L.Callback):
-    def __init__(self, key: str) -> None:
-        self.key, self.values = key, []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.values.append(trainer.callback_metrics[self.key].item())
-
-
-def _trainer(tmp_path, steps, record, every=None, **kw):
-    # a step checkpoint is taken mid-epoch; one written at an epoch's end resumes at the next epoch
-    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=every)
-    return L.Trainer(max_steps=steps, logger=False, callbacks=[ckpt, record], enable_progress_bar=False,
-                     default_root_dir=tmp_path,
-                     enable_model_summary=False, num_sanity_val_steps=0, **kw)
-
-
-def _assert_same_training_state(a: L.LightningModule, b: L.LightningModule, opt_a, opt_b):
-    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
-        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6, msg=name)
-    sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        for field in ("exp_avg", "exp_avg_sq", "step"):
-            torch.testing.assert_close(sa[k][field], sb[k][field], rtol=0, atol=1e-6)
-
 
 # PPO (eager and compiled sampling), a critic-free estimator with k samples per prompt, a
 # greedy baseline and a KL loss, and J-BOND (anchor samples, an EMA anchor in the state, demos)
@@ -49,25 +22,25 @@ ESTIMATORS = pytest.mark.parametrize("estimator", [
 @ESTIMATORS
 def test_ppo_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, estimator):
     kw = dict(ppo_epochs=2, num_mini_batches=2, response_min_tokens=3, response_max_tokens=6,
-              reward_fn="test_ppo:char_count", **estimator)
+              reward_fn="helpers:char_count", **estimator)
     n = 3 * 4  # 3 iterations of 4 optimizer steps
     straight_rec = RecordMetric("reward/score")
     straight = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
-    t_straight = _trainer(tmp_path / "a", 2 * n, straight_rec, every=n)
+    t_straight = resume_trainer(tmp_path / "a", 2 * n, straight_rec, every=n)
     t_straight.fit(straight, make_dm(imdb_dir, tokenizer_dir))
 
     first_rec = RecordMetric("reward/score")
-    _trainer(tmp_path / "b", n, first_rec, every=n).fit(make_ppo(tiny_gpt2, tokenizer_dir, **kw),
+    resume_trainer(tmp_path / "b", n, first_rec, every=n).fit(make_ppo(tiny_gpt2, tokenizer_dir, **kw),
                                                make_dm(imdb_dir, tokenizer_dir))
     resumed_rec = RecordMetric("reward/score")
     resumed = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
-    t_resumed = _trainer(tmp_path / "b", 2 * n, resumed_rec, every=n)
+    t_resumed = resume_trainer(tmp_path / "b", 2 * n, resumed_rec, every=n)
     t_resumed.fit(resumed, make_dm(imdb_dir, tokenizer_dir), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
 
     assert t_resumed.global_step == 2 * n
     assert first_rec.values + resumed_rec.values == straight_rec.values
     assert resumed.kl_ctl.value == straight.kl_ctl.value != 0.2
-    _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
+    assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
     assert t_resumed.lr_scheduler_configs[0].scheduler.last_epoch == 2 * n
 
 
@@ -81,17 +54,17 @@ def test_sft_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
 
     straight_rec = RecordMetric("train/loss")
     straight, dm = parts()
-    t_straight = _trainer(tmp_path / "a", 10, straight_rec, every=5, limit_val_batches=0)
+    t_straight = resume_trainer(tmp_path / "a", 10, straight_rec, every=5, limit_val_batches=0)
     t_straight.fit(straight, dm)
     first_rec = RecordMetric("train/loss")
-    _trainer(tmp_path / "b", 5, first_rec, every=5, limit_val_batches=0).fit(*parts())
+    resume_trainer(tmp_path / "b", 5, first_rec, every=5, limit_val_batches=0).fit(*parts())
     resumed_rec = RecordMetric("train/loss")
     resumed, dm = parts()
     torch.manual_seed(123)  # a different global RNG must not matter
-    t_resumed = _trainer(tmp_path / "b", 10, resumed_rec, every=5, limit_val_batches=0)
+    t_resumed = resume_trainer(tmp_path / "b", 10, resumed_rec, every=5, limit_val_batches=0)
     t_resumed.fit(resumed, dm, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     assert first_rec.values + resumed_rec.values == straight_rec.values
-    _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
+    assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:
@@ -106,13 +79,12 @@ def test_sft_extends_a_finished_run_exactly_through_the_cli(tmp_path, tiny_gpt2,
     Lightning records a run stopped by max_steps mid-epoch as a finished epoch; the loader's own
     position must win, also across the epoch boundary that steps 10-20 cross here.
     """
-    from test_cli import _sft_config
 
     from lightning_rlhf.cli import build_cli
 
     def fit(name: str, steps: int, *extra: str):
         (tmp_path / name).mkdir(exist_ok=True)
-        config = _sft_config(tmp_path / name, tiny_gpt2, tokenizer_dir, imdb_dir)
+        config = sft_config(tmp_path / name, tiny_gpt2, tokenizer_dir, imdb_dir)
         args = ["fit", "--config", str(config), "--seed_everything", "3", "--trainer.max_steps", str(steps),
                 "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]",
                 "--data.max_train_samples", "20", "--model.init_args.lr_schedule", "constant", *extra]
@@ -133,7 +105,7 @@ def test_sft_extends_a_finished_run_exactly_through_the_cli(tmp_path, tiny_gpt2,
 
 @ESTIMATORS
 def test_ppo_extends_a_finished_run_exactly(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, estimator):
-    kw = dict(ppo_epochs=1, response_min_tokens=3, response_max_tokens=6, reward_fn="test_ppo:char_count",
+    kw = dict(ppo_epochs=1, response_min_tokens=3, response_max_tokens=6, reward_fn="helpers:char_count",
               **estimator)
 
     def small_dm():
@@ -142,16 +114,16 @@ def test_ppo_extends_a_finished_run_exactly(tmp_path, tiny_gpt2, tokenizer_dir, 
                               max_train_samples=40)
     straight_rec = RecordMetric("reward/score")
     straight = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
-    t_straight = _trainer(tmp_path / "a", 8, straight_rec)
+    t_straight = resume_trainer(tmp_path / "a", 8, straight_rec)
     t_straight.fit(straight, small_dm())
     assert t_straight.num_training_batches < 8, "the runs cross an epoch boundary"
 
     first_rec = RecordMetric("reward/score")
-    _trainer(tmp_path / "b", 4, first_rec).fit(make_ppo(tiny_gpt2, tokenizer_dir, **kw),
+    resume_trainer(tmp_path / "b", 4, first_rec).fit(make_ppo(tiny_gpt2, tokenizer_dir, **kw),
                                                small_dm())
     resumed_rec = RecordMetric("reward/score")
     resumed = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
-    t_resumed = _trainer(tmp_path / "b", 8, resumed_rec)
+    t_resumed = resume_trainer(tmp_path / "b", 8, resumed_rec)
     t_resumed.fit(resumed, small_dm(), ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     assert first_rec.values + resumed_rec.values == straight_rec.values
-    _assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])
+    assert_same_training_state(straight, resumed, t_straight.optimizers[0], t_resumed.optimizers[0])

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from test_ppo import make_dm, make_ppo
+from helpers import make_dm, make_ppo
 
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.rl.anchor import ema_update_
@@ -103,7 +103,7 @@ def _fit(module, imdb_dir, tokenizer_dir, steps, tmp_path):
 def test_quantile_rollout_scores_are_log_cdfs_against_fresh_reference_samples(tiny_gpt2, tokenizer_dir, imdb_dir,
                                                                             tmp_path):
     module = make_ppo(tiny_gpt2, tokenizer_dir, advantage_estimator="rloo", samples_per_prompt=2,
-                      reward_fn="test_ppo:char_count", reward_transform="quantile", bon_n=4,
+                      reward_fn="helpers:char_count", reward_transform="quantile", bon_n=4,
                       reference_samples_per_prompt=5)
     assert module.kl_ctl.value == pytest.approx(1 / 3) and not module.hparams.adaptive_kl
     seen = []
@@ -127,7 +127,7 @@ def test_quantile_rollout_scores_are_log_cdfs_against_fresh_reference_samples(ti
 def test_jbond_keeps_an_anchor_that_trails_the_policy_and_imitates_its_best(tiny_gpt2, tokenizer_dir, imdb_dir,
                                                                           tmp_path):
     module = make_ppo(tiny_gpt2, tokenizer_dir, advantage_estimator="rloo", samples_per_prompt=2,
-                      reward_fn="test_ppo:char_count", reward_transform="jbond", anchor_ema=0.5,
+                      reward_fn="helpers:char_count", reward_transform="jbond", anchor_ema=0.5,
                       reference_samples_per_prompt=2, jeffreys_beta=0.5)
     assert module.kl_ctl.value == 1.0
     start = [p.detach().clone() for p in module.policy.lm.parameters()]

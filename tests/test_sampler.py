@@ -7,7 +7,7 @@ import gc
 import weakref
 
 import torch
-from conftest import TINY_GPT2
+from helpers import TINY_GPT2
 from torch._dynamo.utils import counters
 
 from lightning_rlhf.generation import Sampler, sample_responses

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_rlhf.distributed import any_rank_true
 
 
 class InterruptCheckpoint(L.Callback):
@@ -51,10 +51,7 @@ class InterruptCheckpoint(L.Callback):
             signal.signal(signal.SIGINT, self._previous_handler)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        flag = torch.tensor(float(self.requested), device=pl_module.device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same batch
-        if flag.item() > 0:
+        if any_rank_true(self.requested, pl_module.device):  # every rank stops at the same batch
             raise KeyboardInterrupt
 
     def path(self, trainer: L.Trainer) -> Path:

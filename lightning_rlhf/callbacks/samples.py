@@ -1,9 +1,11 @@
-"""``SampleTableLogger``: a TensorBoard text table of generations from fixed prompts."""
+"""``SampleTableLogger``: a table of generations from fixed prompts, for whichever loggers the Trainer has."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 DEFAULT_PROMPTS = [
     "This movie was",
@@ -32,13 +34,42 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def can_hold_tables(logger: Logger) -> bool:
+    """Whether :func:`log_sample_table` writes to this logger."""
+    return isinstance(logger, TensorBoardLogger | WandbLogger | MLFlowLogger)
+
+
+def log_sample_table(loggers: Sequence[Logger], rows: list[dict], step: int, key: str = "samples") -> int:
+    """Write ``rows`` (one dict per sample, the same keys in each) to every logger that holds tables:
+    TensorBoard a markdown text (tag ``key``), W&B a ``wandb.Table`` (key ``key``), MLflow a table
+    artifact ``<key>/step_<step>.json`` (``MlflowClient.log_table``, shown in the run's artifacts).
+    Other loggers get nothing. Returns how many loggers got the table."""
+    if not rows:
+        return 0
+    columns = list(rows[0])
+    written = 0
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text(key, markdown_table(rows), global_step=step)
+        elif isinstance(logger, WandbLogger):
+            logger.log_table(key=key, columns=columns, data=[[row[c] for c in columns] for row in rows], step=step)
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_table(logger.run_id, data={c: [row[c] for row in rows] for c in columns},
+                                        artifact_file=f"{key}/step_{step:07d}.json")
+        else:
+            continue
+        written += 1
+    return written
+
+
 class SampleTableLogger(L.Callback):
     """Generate from the same prompts with the same seed and log the table (rank zero only).
 
     The module provides ``sample_rows(prompts, max_new_tokens, temperature, seed)``; SFT rows hold
     prompt and continuation, PPO rows add the reward. Same prompts and seed at every log make
-    the tables comparable across steps. View more than 10 tables per tag with
-    ``tensorboard --samples_per_plugin=text=100``.
+    the tables comparable across steps. The table goes to every logger of the Trainer that holds
+    tables (:func:`log_sample_table`: TensorBoard, W&B, MLflow); with none, nothing is generated.
+    View more than 10 tables per tag with ``tensorboard --samples_per_plugin=text=100``.
 
     Args:
         prompts: Prompts to continue; default a fixed set of IMDB-style openings.
@@ -73,14 +104,12 @@ class SampleTableLogger(L.Callback):
     def log_table(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not writers:
+        loggers = [lg for lg in trainer.loggers if can_hold_tables(lg)]
+        if not loggers:
             return
         with trainer.precision_plugin.forward_context():
             rows = pl_module.sample_rows(self.prompts, self.max_new_tokens, self.temperature, self.seed)
-        text = markdown_table(rows)
-        for writer in writers:
-            writer.add_text("samples", text, global_step=self._step(trainer))
+        log_sample_table(loggers, rows, self._step(trainer))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.on_validation and not trainer.sanity_checking:

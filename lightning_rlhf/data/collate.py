@@ -72,3 +72,23 @@ class PreferenceCollator:
         return {"queries": queries, "query_mask": query_mask, "chosen": responses[:b], "chosen_mask": mask[:b],
                 "rejected": responses[b:], "rejected_mask": mask[b:],
                 "index": torch.tensor([r["index"] for r in rows], dtype=torch.long)}
+
+
+@dataclass
+class PairwiseCollator:
+    """Whole chosen and rejected texts right-padded to one width: ``chosen_input_ids``,
+    ``chosen_attention_mask``, ``rejected_input_ids``, ``rejected_attention_mask`` (b, t), each
+    pair's row ``index`` (b,), and ``margin`` (b,) float when the rows have one."""
+
+    pad_token_id: int
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        both = [{"input_ids": r[key]} for key in ("chosen_input_ids", "rejected_input_ids") for r in rows]
+        ids, mask = pad_rows(both, self.pad_token_id, left=False)
+        b = len(rows)
+        out = {"chosen_input_ids": ids[:b], "chosen_attention_mask": mask[:b],
+               "rejected_input_ids": ids[b:], "rejected_attention_mask": mask[b:],
+               "index": torch.tensor([r["index"] for r in rows], dtype=torch.long)}
+        if "margin" in rows[0]:
+            out["margin"] = torch.tensor([float(r["margin"]) for r in rows], dtype=torch.float32)
+        return out

@@ -1,4 +1,4 @@
-"""``IMDBDataModule``: one data module for every stage (SFT, reward model, PPO and its siblings, DPO)."""
+"""``IMDBDataModule``: one data module for every stage (SFT, reward models, PPO and its siblings, DPO)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,22 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from lightning_rlhf.data.collate import ClassificationCollator, LeftPadCollator, LMBlockCollator, PreferenceCollator
-from lightning_rlhf.data.preferences import best_of_n, best_of_n_columns, load_preferences
+from lightning_rlhf.data.collate import (
+    ClassificationCollator,
+    LeftPadCollator,
+    LMBlockCollator,
+    PairwiseCollator,
+    PreferenceCollator,
+)
+from lightning_rlhf.data.preferences import MARGIN, best_of_n, best_of_n_columns, load_preferences, pair_texts
 from lightning_rlhf.data.resumable import EpochShuffleSampler, ResumableDataLoader
 from lightning_rlhf.data.sources import load_reviews
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.models.loading import load_tokenizer
 
-Shape = Literal["lm", "prompts", "classification", "preferences"]
-SHAPES = ("lm", "prompts", "classification", "preferences")
+Shape = Literal["lm", "prompts", "classification", "preferences", "pairwise"]
+SHAPES = ("lm", "prompts", "classification", "preferences", "pairwise")
+PAIR_SHAPES = ("preferences", "pairwise")
 
 
 class IMDBDataModule(L.LightningDataModule):
@@ -32,7 +39,10 @@ class IMDBDataModule(L.LightningDataModule):
             ``preferences`` (prompt, chosen and rejected responses for DPO; ``data_path`` is then
             a ``lightning-rlhf-preferences`` folder, a .jsonl/.parquet file or a hub dataset with
             prompt/chosen/rejected columns; ``best_of_n()`` says whether they are best-vs-worst
-            of n pairs, for the ``bonbon`` loss).
+            of n pairs, for the ``bonbon`` loss), or ``pairwise`` (the same preference data as two
+            whole texts, prompt + chosen and prompt + rejected, each tokenized as a classifier reads
+            it and truncated at ``max_length``, for a Bradley-Terry reward model; a ``margin``
+            column, if the source has one, comes along).
         batch_size: Samples per batch (per process under DDP).
         val_size: Validation reviews held out of train (a count, or a fraction if < 1), unless the
             source has its own validation split (``val*`` files), which is then used.
@@ -43,10 +53,11 @@ class IMDBDataModule(L.LightningDataModule):
         prompt_max_tokens: Longest prompt, in tokens; each prompt's length is drawn (seeded)
             from [prompt_min_tokens, prompt_max_tokens].
         min_review_chars: For prompts, skip reviews shorter than this (TRL's IMDB recipe: 200).
-        max_length: Truncation length for the ``classification`` shape; for ``preferences``, the
-            longest prompt + response allowed (longer pairs are an error, not silently cut).
-        preference_columns: For ``preferences``, our column names mapped to the source's, e.g.
-            ``{"prompt": "question"}``.
+        max_length: Truncation length for the ``classification`` and ``pairwise`` shapes; for
+            ``preferences``, the longest prompt + response allowed (longer pairs are an error,
+            not silently cut).
+        preference_columns: For ``preferences`` and ``pairwise``, our column names (prompt,
+            chosen, rejected, margin) mapped to the source's, e.g. ``{"prompt": "question"}``.
         train_split: ``train``, or ``test`` for a gold judge that must never see the reward
             model's training reviews: the (shuffled) test split beyond its first
             ``max_eval_samples`` reviews trains, those first reviews stay the test set, and
@@ -94,9 +105,9 @@ class IMDBDataModule(L.LightningDataModule):
         if self.splits:
             return
         hp = self.hparams
-        raw = (load_preferences(hp.data_path, hp.preference_columns) if hp.shape == "preferences"
+        raw = (load_preferences(hp.data_path, hp.preference_columns) if hp.shape in PAIR_SHAPES
                else load_reviews(hp.data_path))
-        if hp.shape == "preferences":
+        if hp.shape in PAIR_SHAPES:
             self.pair_columns = best_of_n_columns(raw)  # tokenizing drops these columns
         parts = self._split_train(raw)
         if "test" in raw:
@@ -144,6 +155,8 @@ class IMDBDataModule(L.LightningDataModule):
         hp, tok = self.hparams, self.tokenizer
         if hp.shape == "preferences":
             return self._pairs(ds)
+        if hp.shape == "pairwise":
+            return pair_texts(ds, tok, hp.max_length)
         if hp.shape == "classification":
             labels = set(ds.unique("label"))
             if not labels <= {0, 1}:
@@ -201,7 +214,7 @@ class IMDBDataModule(L.LightningDataModule):
     def best_of_n(self) -> int:
         """The n of the pairs when each is the best against the worst of n samples (written by
         ``lightning-rlhf-preferences --pairs best_worst``); else a ``ConfigError`` naming the fix."""
-        if self.hparams.shape != "preferences" or not self.splits:
+        if self.hparams.shape not in PAIR_SHAPES or not self.splits:
             raise ConfigError(f"best-of-n pairs come from the preferences shape after setup, not from shape "
                               f"'{self.hparams.shape}'; set data.shape: preferences")
         return best_of_n(self.pair_columns, self.hparams.data_path)
@@ -210,7 +223,8 @@ class IMDBDataModule(L.LightningDataModule):
     def _collate(self):
         pad = self.tokenizer.pad_token_id
         collators = {"lm": LMBlockCollator(), "prompts": LeftPadCollator(pad),
-                     "classification": ClassificationCollator(pad), "preferences": PreferenceCollator(pad)}
+                     "classification": ClassificationCollator(pad), "preferences": PreferenceCollator(pad),
+                     "pairwise": PairwiseCollator(pad)}
         return collators[self.hparams.shape]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
@@ -232,9 +246,16 @@ class IMDBDataModule(L.LightningDataModule):
                                    drop_last=self.hparams.shape == "prompts", **common)
 
     def _columns(self) -> list[str]:
+        if self.hparams.shape == "pairwise":
+            margin = [MARGIN] if self.splits and MARGIN in next(iter(self.splits.values())).column_names else []
+            return ["chosen_input_ids", "rejected_input_ids", "index", *margin]
         return {"classification": ["input_ids", "label"],
                 "preferences": ["prompt_ids", "chosen_ids", "rejected_ids", "index"]}.get(self.hparams.shape,
                                                                                            ["input_ids"])
+
+    def has_margins(self) -> bool:
+        """Whether the ``pairwise`` batches carry a ``margin`` (the source has that column)."""
+        return self.hparams.shape == "pairwise" and MARGIN in self._columns()
 
     def ordered_loader(self, split: str) -> DataLoader:
         """The split in its stored order, unsharded and unshuffled (to score every row once)."""

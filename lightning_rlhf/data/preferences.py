@@ -5,6 +5,8 @@ prompt), the format of public preference sets; ``lightning-rlhf-preferences`` al
 ``chosen_score`` and ``rejected_score``, and with ``--pairs best_worst`` also ``pairs``
 (``"best_worst"``) and ``samples_per_prompt`` (n): chosen is the best and rejected the worst of
 n samples, what the ``bonbon`` loss needs (``best_of_n``). Other losses ignore these columns.
+A ``margin`` column (TRL's name), if present, is how much more the chosen response is preferred;
+a pairwise reward model subtracts it inside its Bradley-Terry loss (``pair_texts`` keeps it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lightning_rlhf.hub import hub_reachable, looks_like_local_path
 PairMode = Literal["all", "best_worst"]
 COLUMNS = ("prompt", "chosen", "rejected")
 BEST_OF_N_COLUMNS = ("pairs", "samples_per_prompt")  # written by --pairs best_worst
+MARGIN = "margin"
 
 
 def make_pairs(scores: list[float], mode: PairMode = "all", min_margin: float = 0.0) -> list[tuple[int, int]]:
@@ -126,3 +129,23 @@ def pairs_temperature(data_path: str | None) -> float | None:
     if path is None or not path.is_file():
         return None
     return json.loads(path.read_text()).get("temperature")
+
+
+def pair_texts(ds: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
+    """Each pair as the two whole texts a classifier scores, ``prompt + chosen`` and ``prompt +
+    rejected``, tokenized with the tokenizer's special tokens and truncated at ``max_length``
+    (as ``SentimentClassifierReward`` tokenizes ``prompt + response`` when it serves as PPO's
+    reward): columns ``chosen_input_ids``, ``rejected_input_ids``, ``index`` (the row) and
+    ``margin`` (float) when the source has one."""
+    def encode(batch: dict, idx: list[int]) -> dict:
+        out = {"index": idx}
+        for key in ("chosen", "rejected"):
+            texts = [p + r for p, r in zip(batch["prompt"], batch[key], strict=True)]
+            out[f"{key}_input_ids"] = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        if MARGIN in batch:
+            out[MARGIN] = [float(m) for m in batch[MARGIN]]
+        return out
+
+    keep = [MARGIN] if MARGIN in ds.column_names else []
+    return ds.map(encode, batched=True, with_indices=True,
+                  remove_columns=[c for c in ds.column_names if c not in keep], desc="tokenizing pair texts")

@@ -70,9 +70,12 @@ def _main(argv: list[str]) -> None:
                    help="sample with the compiled decode step (same tokens; its one-time compile pays off "
                         "only over many batches)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-logdir", help="TensorBoard log dir of the PPO run, for the reward curve")
+    p.add_argument("--run-logdir", help="log folder of the PPO run, for the reward curve: TensorBoard's, or an "
+                                        "MLflow file-store run folder")
     p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", required=True, help="folder for metrics.json, samples.jsonl, report.md, plots")
+    p.add_argument("--title", default="Evaluation report",
+                   help="the report's heading (the quick preset says it is a smoke run)")
     args = p.parse_args(argv)
     if (args.reward_model is None) == (args.reward_fn is None):
         p.error("give exactly one of --reward-model and --reward-fn")
@@ -94,7 +97,7 @@ def _main(argv: list[str]) -> None:
                                 args.device, load_judge(args.judge, args.positive_label), args.compile_generation)
     resolved = {name: str(Path(p).resolve()) if Path(p).exists() else p for name, p in policies.items()}
     config = {k: v for k, v in vars(args).items() if k not in ("policy",)} | {"policies": resolved}
-    report = write_report(results, prompts, args.out, config, args.run_logdir)
+    report = write_report(results, prompts, args.out, config, args.run_logdir, title=args.title)
     for r in results:
         f = r.figures
         print(f"{r.name}: reward {f['reward_mean']:+.3f} [{f['reward_ci95'][0]:+.3f}, "

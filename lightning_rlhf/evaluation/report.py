@@ -10,15 +10,23 @@ from lightning_rlhf.evaluation.evaluate import PolicyResult
 
 
 def read_scalar_curve(log_dir: str | Path, tag: str) -> list[tuple[int, float]]:
-    """``(step, value)`` of a scalar from every TensorBoard event file under ``log_dir``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+    """``(step, value)`` of a scalar the run logged: from every TensorBoard event file under ``log_dir``
+    and every MLflow file-store run under it (``metrics/<tag>``, lines ``timestamp value step``, as
+    ``MLFlowLogger`` writes them). A W&B run keeps its curves in W&B."""
     points: list[tuple[int, float]] = []
-    for events in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+    event_files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
+    if event_files:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for events in event_files:
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
         if tag in acc.Tags()["scalars"]:
             points.extend((e.step, e.value) for e in acc.Scalars(tag))
+    for metric in sorted(Path(log_dir).rglob(f"metrics/{tag}")):
+        if metric.is_file():
+            rows = (line.split() for line in metric.read_text().splitlines() if line.strip())
+            points.extend((int(step), float(value)) for _, value, step in rows)
     return sorted(points)
 
 
@@ -60,8 +68,8 @@ def _plots(results: list[PolicyResult], out: Path, run_log_dir: str | None) -> l
 
 
 def write_report(results: list[PolicyResult], prompts: list[str], out: str | Path, config: dict,
-                 run_log_dir: str | None = None, n_examples: int = 12) -> Path:
-    """Write every output into ``out`` and return the path of ``report.md``."""
+                 run_log_dir: str | None = None, n_examples: int = 12, title: str = "Evaluation report") -> Path:
+    """Write every output into ``out`` and return the path of ``report.md`` (headed ``title``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"config": config, "policies": {r.name: r.figures for r in results}}
@@ -89,7 +97,7 @@ def write_report(results: list[PolicyResult], prompts: list[str], out: str | Pat
         for r in results:
             row[r.name] = f"{r.responses[i]} ({r.rewards[i]:+.2f})"
         sample_rows.append(row)
-    lines = ["# Evaluation report", "", f"{len(prompts)} held-out prompts; settings: `{json.dumps(config)}`",
+    lines = [f"# {title}", "", f"{len(prompts)} held-out prompts; settings: `{json.dumps(config)}`",
              "", "## Figures", "", markdown_table([{k: row[k] for k in names} for row in figure_rows]),
              "", "## Samples (response and reward)", "", markdown_table(sample_rows), ""]
     lines += [f"![{name}]({name})" for name in images]

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from lightning_rlhf.config_files import resolve_config
 from lightning_rlhf.errors import ArgumentParser, ConfigError, MissingInputError, check_output_folder, run_console
 from lightning_rlhf.export import made_by
 from lightning_rlhf.frontier.plan import FrontierSettings, load_settings, read_yaml_mapping
@@ -23,7 +24,8 @@ def check_inputs(settings: FrontierSettings) -> None:
     inputs = [(settings.reference, "reference (SFT) export"), (settings.reward_model, "reward model"),
               (settings.judge, "gold judge"), (settings.data, "data")]
     for run in settings.runs():
-        data = read_yaml_mapping(run.config, f"{run.method}'s fit config", "configs/offline/ppo.yaml").get("data") or {}
+        own = read_yaml_mapping(run.config, f"{run.method}'s fit config", "configs/offline/ppo.yaml")
+        data = resolve_config(run.config, own).get("data") or {}
         if data.get("shape") == "preferences":
             pairs = str(run.args.get("data.data_path", data.get("data_path")))
             inputs.append((pairs, f"{run.method}'s preference pairs"))

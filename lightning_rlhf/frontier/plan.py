@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from lightning_rlhf.callbacks.snapshots import snapshot_count_problem
+from lightning_rlhf.config_files import config_chain
 from lightning_rlhf.errors import ConfigError, MissingInputError
 
 
@@ -36,7 +37,8 @@ class FrontierSettings:
         reward_model: The proxy reward the RL methods optimise (and that ranks Best-of-N candidates).
         judge: The gold judge, a classifier no policy trained against; None leaves the gold columns out.
         data: IMDB source of the held-out test prompts (and of the runs' training prompts).
-        methods: ``name -> {config: <fit config, relative to this file>, args: {dotted.key: value}}``;
+        methods: ``name -> {config: <fit config, relative to the file that lists it>, args: {dotted.key:
+            value}}``;
             one entry per method and setting (e.g. ``ppo-kl3: {config: ppo.yaml, args:
             {model.init_args.kl_target: 3}}``).
         seeds: Every method runs once per seed (``seed_everything`` and ``data.seed``).
@@ -120,11 +122,17 @@ def read_yaml_mapping(path: Path, what: str, start: str = "configs/offline/front
 
 
 def load_settings(path: str | Path) -> FrontierSettings:
-    """Read a frontier YAML; unknown keys, values of the wrong type and methods without a config are errors."""
+    """Read a frontier YAML; unknown keys, values of the wrong type and methods without a config are errors.
+
+    A sweep with ``base: frontier.yaml`` (relative to its folder) takes every setting it does not
+    set from that file: each top-level setting replaces the base's whole, ``methods`` included.
+    """
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"frontier settings '{path}' do not exist; start from configs/offline/frontier.yaml")
-    raw = read_yaml_mapping(path, "frontier settings")
+    chain = config_chain(path, read_yaml_mapping(path, "frontier settings"))
+    raw = {key: value for _, own in chain for key, value in own.items()}
+    listed_in = next((file for file, own in reversed(chain) if "methods" in own), path)
     known = {f.name for f in fields(FrontierSettings)} - {"base_dir"}
     unknown = sorted(set(raw) - known, key=str)
     if unknown:
@@ -134,7 +142,7 @@ def load_settings(path: str | Path) -> FrontierSettings:
         test, kind = _KINDS.get(str(f.type), (lambda v: True, ""))
         if f.name in raw and not test(raw[f.name]):
             raise ConfigError(f"'{path}': {f.name} must be {kind}, got {raw[f.name]!r}")
-    settings = FrontierSettings(**raw, base_dir=path.parent)
+    settings = FrontierSettings(**raw, base_dir=listed_in.parent)
     if not settings.methods and not settings.best_of_n:
         raise ConfigError(f"'{path}' has neither methods nor best_of_n: nothing to draw")
     for name, spec in settings.methods.items():

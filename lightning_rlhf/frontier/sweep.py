@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from lightning_rlhf.config_files import resolve_config
 from lightning_rlhf.evaluation.best_of_n import best_of_n
 from lightning_rlhf.evaluation.evaluate import evaluate_policy, held_out_prompts, load_judge
 from lightning_rlhf.export import write_text_atomic
@@ -43,7 +44,7 @@ def _read_yaml(path: Path) -> dict:
 def fit_args(run: Run, settings: FrontierSettings, run_dir: Path) -> list[str]:
     """``lightning-rlhf fit`` arguments of one run: its config, overrides, seed, and every output
     inside ``run_dir`` (checkpoints at a fixed place, so a killed run resumes from ``last.ckpt``)."""
-    config = _read_yaml(run.config)
+    config = resolve_config(run.config, _read_yaml(run.config))  # with the configs its base: names
     module = str((config.get("model") or {}).get("class_path", ""))
     reviews = (config.get("data") or {}).get("shape") != "preferences"
     args = {"seed_everything": run.seed, "data.seed": run.seed,

@@ -9,7 +9,7 @@ from transformers import PreTrainedModel
 
 from lightning_rlhf.models.forward import lm_head_fp32, response_logits, trunk
 from lightning_rlhf.models.lora import is_lora
-from lightning_rlhf.rl.logprobs import logprobs_from_logits
+from lightning_rlhf.rl.logprobs import logprobs_and_entropy, logprobs_from_logits
 
 
 class PolicyWithValueHead(torch.nn.Module):
@@ -92,3 +92,20 @@ def response_logprobs(
                 logits = response_logits(model, ids, mask, r)
             logps.append(logprobs_from_logits(logits, responses[i: i + step], temperature))
     return torch.cat(logps), (torch.cat(values) if values else None)
+
+
+def policy_outputs(
+    policy: PolicyWithValueHead, input_ids: torch.Tensor, attention_mask: torch.Tensor, responses: torch.Tensor,
+    temperature: float, with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Log-probs, entropies and values (None without a value head), each (b, r), of
+    ``responses`` under ``policy``, with the graph for a backward pass; the entropy carries
+    gradient only ``with_entropy`` (an entropy bonus).
+
+    Args:
+        input_ids, attention_mask: (b, q + r) queries followed by responses.
+        responses: (b, r).
+    """
+    logits, values = policy(input_ids, attention_mask, responses.shape[1])
+    logprobs, entropy = logprobs_and_entropy(logits, responses, temperature, with_entropy)
+    return logprobs, entropy, values

@@ -1,5 +1,7 @@
 """``DPOModule``: preference optimisation of a causal LM against a frozen reference, no reward model.
 
+``loss_type: simpo`` needs no reference: none is loaded and none runs forward.
+
 Automatic optimization: the Trainer does AMP, gradient accumulation, clipping, checkpoints and
 DDP. Each batch of b pairs runs one policy forward over the 2b prompt + response rows (chosen
 then rejected) and one reference forward without grad; the loss is ``rl.dpo.dpo_loss``, the
@@ -22,18 +24,27 @@ from lightning_rlhf.data.preferences import pairs_temperature
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end, model_context
 from lightning_rlhf.generation import generate_texts
-from lightning_rlhf.models.loading import disable_dropout, load_tokenizer
-from lightning_rlhf.models.lora import is_lora, policy_and_reference
+from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
+from lightning_rlhf.models.lora import apply_lora, is_lora, policy_and_reference
 from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
-from lightning_rlhf.rl.dpo import BONBON_ALPHA, DPO_LOSSES, DPOLossType, bonbon_margin, dpo_loss, sequence_logprobs
+from lightning_rlhf.rl.dpo import (
+    BONBON_ALPHA,
+    DPO_LOSSES,
+    REFERENCE_FREE,
+    SIMPO_GAMMA,
+    DPOLossType,
+    bonbon_margin,
+    dpo_loss,
+    sequence_logprobs,
+)
 
 FROZEN_PREFIXES = ("ref_model.",)
 
 
 class DPOModule(L.LightningModule):
-    """Direct preference optimisation (Rafailov et al. 2023) and its IPO, hinge and BoNBoN variants.
+    """Direct preference optimisation (Rafailov et al. 2023) and its IPO, hinge, BoNBoN and SimPO variants.
 
     Args:
         policy_name_or_path: Hub id or folder of the policy (the SFT export); ignored with policy_config.
@@ -43,10 +54,17 @@ class DPOModule(L.LightningModule):
             not stored in checkpoints).
         beta: Strength of the implicit KL constraint (TRL's default 0.1); not used by ``bonbon``,
             whose β* = 1 / (2 (n - 1) H_{n-1}) comes from n.
-        loss_type: ``sigmoid`` (DPO), ``ipo``, ``hinge`` or ``bonbon`` (BoNBoN: pairs of the best
+        loss_type: ``sigmoid`` (DPO), ``ipo``, ``hinge``, ``bonbon`` (BoNBoN: pairs of the best
             against the worst of n reference samples, ``lightning-rlhf-preferences --pairs
-            best_worst``; logs ``train/sft_loss`` and ``train/ipo_loss``, its two unweighted parts).
-        label_smoothing: Assumed share of flipped labels (conservative DPO; sigmoid only).
+            best_worst``; logs ``train/sft_loss`` and ``train/ipo_loss``, its two unweighted parts)
+            or ``simpo`` (SimPO: length-averaged policy log-probs and a target margin, no reference
+            model; ``beta`` scales the averaged log-probs, the SimPO paper uses 2 to 2.5, TRL 0.1).
+        label_smoothing: Assumed share of flipped labels (conservative DPO; sigmoid and simpo).
+        simpo_gamma: ``simpo``: γ, the target margin between the chosen and rejected implicit
+            rewards β ā (TRL's ``CPOConfig.simpo_gamma``, default 0.5).
+        ipo_length_normalize: ``ipo``: average the log-probs of policy and reference over each
+            response's tokens instead of summing them, as TRL's ``loss_type="ipo"`` does; False
+            (default) is the paper's IPO on sequence log-probs.
         bonbon_alpha: ``bonbon``: weight α of the SFT term (summed NLL of the best response).
         bon_n: ``bonbon``: the n of the pairs, which sets the target margin (n - 1) H_{n-1}.
             None (default) reads it from the pairs' ``samples_per_prompt``; a value is checked
@@ -59,6 +77,7 @@ class DPOModule(L.LightningModule):
         precompute_ref_logprobs: Score every pair under the reference once at the start of fit
             (train and validation splits), then free the reference: one forward fewer per step
             and one model fewer in memory. Recomputed on resume (the reference is not checkpointed).
+            Not with ``simpo``, which has no reference.
         learning_rate: Peak AdamW learning rate.
         weight_decay: AdamW weight decay on weight matrices.
         warmup_steps: Linear warmup steps.
@@ -83,6 +102,8 @@ class DPOModule(L.LightningModule):
         label_smoothing: float = 0.0,
         bonbon_alpha: float = BONBON_ALPHA,
         bon_n: int | None = None,
+        simpo_gamma: float = SIMPO_GAMMA,
+        ipo_length_normalize: bool = False,
         temperature: float = 1.0,
         precompute_ref_logprobs: bool = False,
         learning_rate: float = 5e-6,
@@ -108,16 +129,29 @@ class DPOModule(L.LightningModule):
             raise ConfigError(f"bon_n applies to loss_type bonbon only, not to '{loss_type}'; remove it")
         if bon_n is not None:
             bonbon_margin(bon_n)  # a whole number >= 2
-        if label_smoothing and loss_type != "sigmoid":
-            raise ConfigError(f"label_smoothing applies to the sigmoid loss only, not to '{loss_type}'")
+        if label_smoothing and loss_type not in ("sigmoid", "simpo"):
+            raise ConfigError(f"label_smoothing applies to the sigmoid loss only (and to simpo), not to '{loss_type}'")
+        if ipo_length_normalize and loss_type != "ipo":
+            raise ConfigError(f"ipo_length_normalize applies to loss_type ipo only, not to '{loss_type}'; remove it")
+        reference_free = loss_type in REFERENCE_FREE
+        if reference_free and ref_name_or_path is not None:
+            raise ConfigError(f"loss_type {loss_type} uses no reference model; remove ref_name_or_path")
+        if reference_free and precompute_ref_logprobs:
+            raise ConfigError(f"loss_type {loss_type} uses no reference model, so there are no reference log-probs "
+                              f"to precompute; remove precompute_ref_logprobs")
         if lora_r > 0 and ref_name_or_path is not None:
             raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; "
                               "remove ref_name_or_path")
         self.save_hyperparameters()
         self.strict_loading = False  # the frozen reference is not in checkpoints
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or policy_name_or_path)
-        self.policy, self.ref_model = policy_and_reference(policy_name_or_path, policy_config, ref_name_or_path,
-                                                           init_seed, lora_r, lora_alpha, lora_target_modules)
+        if reference_free:  # the policy alone: no reference weights in memory
+            self.policy, self.ref_model = load_causal_lm(policy_name_or_path, policy_config, init_seed), None
+            if lora_r > 0:
+                self.policy = apply_lora(self.policy, lora_r, lora_alpha, lora_target_modules)
+        else:
+            self.policy, self.ref_model = policy_and_reference(policy_name_or_path, policy_config, ref_name_or_path,
+                                                               init_seed, lora_r, lora_alpha, lora_target_modules)
         disable_dropout(self.policy)  # log-ratios of the same text must not depend on dropout draws
         self.ref_cache: dict[str, torch.Tensor] = {}  # split -> (n, 2) chosen/rejected reference log-probs
         self.bon_n = bon_n  # bonbon: resolved against the pairs in setup
@@ -184,19 +218,23 @@ class DPOModule(L.LightningModule):
             self.ref_model = None  # every reference log-prob is cached: free the model
 
     def _logprobs(self, batch: dict[str, torch.Tensor], policy_grad: bool = True
-                  ) -> tuple[torch.Tensor | None, torch.Tensor]:
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Summed response log-probs (2b,) under the policy (with grad; None without
-        ``policy_grad``) and the reference (from the cache when precomputed); chosen rows first,
-        then rejected."""
+        ``policy_grad``) and the reference (from the cache when precomputed; None for a
+        reference-free loss); chosen rows first, then rejected. Length-averaged instead of
+        summed for ``simpo`` and with ``ipo_length_normalize``."""
         queries = batch["queries"].repeat(2, 1)
         query_mask = batch["query_mask"].repeat(2, 1)
         responses = torch.cat([batch["chosen"], batch["rejected"]])
         response_mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
         ids, mask = torch.cat([queries, responses], -1), torch.cat([query_mask, response_mask], -1)
         m = response_mask.float()
-        t = self.hparams.temperature
-        policy = sequence_logprobs(response_logprobs(self.policy, ids, mask, responses, t)[0], m) \
+        t, hp = self.hparams.temperature, self.hparams
+        average = hp.loss_type == "simpo" or hp.ipo_length_normalize
+        policy = sequence_logprobs(response_logprobs(self.policy, ids, mask, responses, t)[0], m, average) \
             if policy_grad else None
+        if hp.loss_type in REFERENCE_FREE:
+            return policy, None
         cache = self.ref_cache.get("train" if self.training else "validation")
         if cache is not None and policy_grad:
             return policy, cache[batch["index"]].T.reshape(-1)
@@ -206,14 +244,15 @@ class DPOModule(L.LightningModule):
         with torch.no_grad():
             ref_model = self.ref_model if self.ref_model is not None else self.policy
             ref, _ = response_logprobs(ref_model, ids, mask, responses, t, disable_adapter=self.ref_model is None)
-        return policy, sequence_logprobs(ref, m)
+        return policy, sequence_logprobs(ref, m, average)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.hparams
         policy, ref = self._logprobs(batch)
         b = batch["chosen"].shape[0]
-        out = dpo_loss(policy[:b], policy[b:], ref[:b], ref[b:], hp.beta, hp.loss_type, hp.label_smoothing,
-                       self.bon_n, hp.bonbon_alpha)
+        ref_chosen, ref_rejected = (None, None) if ref is None else (ref[:b], ref[b:])
+        out = dpo_loss(policy[:b], policy[b:], ref_chosen, ref_rejected, hp.beta, hp.loss_type, hp.label_smoothing,
+                       self.bon_n, hp.bonbon_alpha, hp.simpo_gamma)
         stats = {
             "rewards/chosen": out.chosen_rewards.mean(),
             "rewards/rejected": out.rejected_rewards.mean(),

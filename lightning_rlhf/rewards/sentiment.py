@@ -1,4 +1,6 @@
-"""``SentimentClassifierReward``: the positive-label logit of any sequence classifier."""
+"""``SentimentClassifierReward``: the positive-label logit of any sequence classifier, or the one logit
+of a one-label reward model (Bradley-Terry, ``RewardModelModule(objective="pairwise")``, TRL's
+``RewardTrainer``)."""
 
 from __future__ import annotations
 
@@ -29,12 +31,17 @@ def find_label_index(id2label: dict, positive_label: str) -> int:
 class SentimentClassifierReward(torch.nn.Module):
     """Score prompt + response text with a classifier and its own tokenizer.
 
-    Runs batched, without grad, in eval mode, on whatever device the module is on.
+    Runs batched, without grad, in eval mode, on whatever device the module is on. A classifier
+    with one label is a reward model: its score is that logit, whatever its label is called
+    (``positive_label`` is not looked up), and its probability is the logit's sigmoid (what
+    ``pipeline("text-classification")`` reports for it).
 
     Args:
         model_name_or_path: Hub id or folder of an ``AutoModelForSequenceClassification``.
-        positive_label: Name of the positive label in the classifier's ``id2label``.
-        output: ``logit`` (the positive label's logit) or ``probability`` (its softmax).
+        positive_label: Name of the positive label in the classifier's ``id2label`` (ignored for
+            a one-label reward model).
+        output: ``logit`` (the positive label's logit) or ``probability`` (its softmax; the
+            sigmoid of a one-label model's logit).
         batch_size: Texts per classifier forward.
         max_length: Truncation length; default the classifier's context.
     """
@@ -54,7 +61,8 @@ class SentimentClassifierReward(torch.nn.Module):
         self.model = load_sequence_classifier(model_name_or_path).eval()
         self.model.requires_grad_(False)
         disable_dropout(self.model)
-        self.positive_index = find_label_index(self.model.config.id2label, positive_label)
+        self.one_logit = self.model.config.num_labels == 1
+        self.positive_index = 0 if self.one_logit else find_label_index(self.model.config.id2label, positive_label)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         context = model_context(self.model) or 512
@@ -85,9 +93,14 @@ class SentimentClassifierReward(torch.nn.Module):
 
     def _score(self, logits: torch.Tensor) -> torch.Tensor:
         if self.output == "probability":
-            logits = torch.softmax(logits, dim=-1)
+            return self._probability(logits)
         return logits[:, self.positive_index]
 
+    def _probability(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.one_logit:
+            return torch.sigmoid(logits[:, 0])
+        return torch.softmax(logits, dim=-1)[:, self.positive_index]
+
     def positive_probability(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """(b,) probability of the positive label."""
-        return torch.softmax(self.logits(prompts, responses), dim=-1)[:, self.positive_index]
+        """(b,) probability of the positive label (a one-label model: the sigmoid of its logit)."""
+        return self._probability(self.logits(prompts, responses))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
+
+from lightning_rlhf.distributed import global_sum
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -16,8 +17,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 def _global_moments(x: torch.Tensor, mask: torch.Tensor, sync: bool) -> tuple[torch.Tensor, torch.Tensor]:
     mask = mask.to(x.dtype)
     sums = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()])
-    if sync and dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
+    if sync:
+        sums = global_sum(sums)
     total, total_sq, count = sums
     mean = total / count.clamp(min=1)
     var = total_sq / count.clamp(min=1) - mean**2

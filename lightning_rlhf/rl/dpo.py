@@ -11,8 +11,17 @@ under the policy (π) and the frozen reference (ref), the implicit reward of a r
 | ``ipo`` | ``(h - 1 / (2 β))²`` | IPO (Azar et al. 2023, arXiv:2310.12036) |
 | ``hinge`` | ``max(0, 1 - β h)`` | SLiC (Zhao et al. 2023) |
 | ``bonbon`` | ``α (-log π_c) + (1 - α) (h - m_n)²``, ``m_n = (n - 1) H_{n-1}`` | BoNBoN (arXiv:2406.00832) |
+| ``simpo`` | ``-(1 - ε) log σ(z) - ε log σ(-z)``, ``z = β (ā_c - ā_r) - γ`` | SimPO (arXiv:2405.14734) |
 
 The batch loss is the mean over pairs; every pair weighs the same whatever its length.
+
+SimPO has no reference: ā = log π / |y| is the policy's length-averaged log-prob
+(``sequence_logprobs(..., average=True)``), γ (``simpo_gamma``) a target reward margin, and the
+implicit reward of a response is β ā, as in TRL's ``CPOTrainer(loss_type="simpo")``, which
+writes the same loss as ``β (ā_c - ā_r - γ/β)``. The other losses take whatever log-probs they are
+given: summed (the papers' sequence log-likelihoods), or length-averaged for both policy and
+reference, which is what TRL's ``DPOTrainer`` does for ``loss_type="ipo"`` (length-normalised IPO;
+its target 1/(2β) is then in nats per token).
 
 BoNBoN (Gui, Gârbacea, Veitch, NeurIPS 2024: "best-of-n by best-of-n") trains π to be the
 best-of-n policy of the reference π0, from pairs whose chosen response is the best and rejected
@@ -49,14 +58,19 @@ import torch.nn.functional as F
 
 from lightning_rlhf.errors import ConfigError
 
-DPOLossType = Literal["sigmoid", "ipo", "hinge", "bonbon"]
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "bonbon")
+DPOLossType = Literal["sigmoid", "ipo", "hinge", "bonbon", "simpo"]
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "bonbon", "simpo")
+REFERENCE_FREE = ("simpo",)
 BONBON_ALPHA = 0.005  # the weight of the SFT term in the official BoNBoN training command
+SIMPO_GAMMA = 0.5  # TRL's CPOConfig.simpo_gamma
 
 
-def sequence_logprobs(token_logprobs: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """Summed log-probs of each response: (b, r), (b, r) -> (b,); prompt and padding carry 0."""
-    return (token_logprobs * response_mask).sum(-1)
+def sequence_logprobs(token_logprobs: torch.Tensor, response_mask: torch.Tensor,
+                      average: bool = False) -> torch.Tensor:
+    """Summed log-probs of each response: (b, r), (b, r) -> (b,); prompt and padding carry 0.
+    With ``average``, divided by the response's token count (SimPO, length-normalised IPO)."""
+    summed = (token_logprobs * response_mask).sum(-1)
+    return summed / response_mask.sum(-1).clamp(min=1) if average else summed
 
 
 def bonbon_margin(n: int) -> float:
@@ -85,30 +99,41 @@ class DPOLoss(NamedTuple):
 def dpo_loss(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,
-    ref_chosen: torch.Tensor,
-    ref_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor | None,
+    ref_rejected: torch.Tensor | None,
     beta: float = 0.1,
     loss_type: DPOLossType = "sigmoid",
     label_smoothing: float = 0.0,
     bon_n: int | None = None,
     bonbon_alpha: float = BONBON_ALPHA,
+    simpo_gamma: float = SIMPO_GAMMA,
 ) -> DPOLoss:
-    """Preference loss of b pairs from summed response log-probs, each (b,).
+    """Preference loss of b pairs from response log-probs (summed, or length-averaged), each (b,).
 
     Args:
+        ref_chosen, ref_rejected: The reference's log-probs; None (and only None) for ``simpo``,
+            whose inputs are the policy's length-averaged log-probs.
         beta: Strength of the implicit KL constraint; also scales the implicit rewards
             (not used by ``bonbon``, whose β* comes from ``bon_n``).
-        label_smoothing: ε, the assumed share of flipped labels (``sigmoid`` only).
+        label_smoothing: ε, the assumed share of flipped labels (``sigmoid`` and ``simpo``).
         bon_n: ``bonbon`` only: the n of the best-of-n pairs (chosen the best, rejected the worst
             of n reference samples), which sets the target margin ``bonbon_margin(n)``.
         bonbon_alpha: ``bonbon`` only: α, the weight of the SFT term ``-log π_c``.
+        simpo_gamma: ``simpo`` only: γ, the target reward margin (TRL's default 0.5).
     """
     if loss_type not in DPO_LOSSES:
         raise ConfigError(f"loss_type must be one of {', '.join(DPO_LOSSES)}, not '{loss_type}'")
     if not 0 <= label_smoothing < 0.5:
         raise ConfigError(f"label_smoothing must be in [0, 0.5), not {label_smoothing}")
-    if label_smoothing and loss_type != "sigmoid":
-        raise ConfigError(f"label_smoothing applies to the sigmoid loss only, not to '{loss_type}'")
+    if label_smoothing and loss_type not in ("sigmoid", "simpo"):
+        raise ConfigError(f"label_smoothing applies to the sigmoid loss only (and to simpo), not to '{loss_type}'")
+    if (ref_chosen is None or ref_rejected is None) != (loss_type in REFERENCE_FREE):
+        raise ConfigError(f"loss_type '{loss_type}' " + ("takes no reference log-probs" if loss_type in REFERENCE_FREE
+                                                         else "needs the reference's log-probs"))
+    if loss_type == "simpo":
+        z = beta * (policy_chosen - policy_rejected) - simpo_gamma
+        losses = -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
+        return DPOLoss(losses.mean(), beta * policy_chosen.detach(), beta * policy_rejected.detach())
     if loss_type == "bonbon":
         if bon_n is None:
             raise ConfigError("the bonbon loss needs bon_n, the number of samples each best/worst pair was drawn from")

@@ -36,12 +36,14 @@ from typing import Literal
 import torch
 
 from lightning_rlhf.errors import ConfigError
-from lightning_rlhf.rl.advantages import masked_whiten, per_token_rewards
+from lightning_rlhf.rl.advantages import _global_moments, masked_whiten, per_token_rewards
 
 Estimator = Literal["gae", "rloo", "grpo", "dr_grpo", "reinforce_pp", "reinforce_pp_baseline", "remax"]
 ESTIMATORS = ("gae", "rloo", "grpo", "dr_grpo", "reinforce_pp", "reinforce_pp_baseline", "remax")
 SEQUENCE_LEVEL = ("rloo", "grpo", "dr_grpo")
 GROUP_BASELINE = ("rloo", "grpo", "dr_grpo", "reinforce_pp_baseline")
+ScaleRewards = Literal["group", "batch", "none"]
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 def check_estimator(estimator: str, samples_per_prompt: int) -> None:
@@ -189,3 +191,43 @@ def sequence_advantages(estimator: str, scores: torch.Tensor, k: int) -> torch.T
     if estimator in ("grpo", "dr_grpo"):
         return grpo_advantages(scores, k, scale_by_std=estimator == "grpo")
     raise ConfigError(f"'{estimator}' is not a sequence-level estimator")
+
+
+def scaled_group_advantages(scores: torch.Tensor, k: int, scale_rewards: ScaleRewards = "group",
+                            eps: float = 1e-4, sync: bool = True) -> torch.Tensor:
+    """TRL's GRPO advantage with its ``scale_rewards``: ``(r_i - r̄) / (σ + eps)``, r̄ the group mean.
+
+    σ is the group's unbiased std (``group``: ``grpo_advantages``), the unbiased std of every
+    score of the batch (``batch``: over all ranks when ``sync`` and a process group runs, as TRL
+    gathers the scores first; Lite PPO's recipe, close to REINFORCE++-baseline), or no scaling
+    (``none``: ``r_i - r̄``, Dr. GRPO's advantage, as ``grpo_advantages(scale_by_std=False)``).
+
+    Args:
+        scores: (b * k,) sequence scores, groups in consecutive rows.
+    Returns:
+        (b * k,) advantages.
+    """
+    if scale_rewards not in SCALE_REWARDS:
+        raise ConfigError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, not '{scale_rewards}'")
+    if scale_rewards != "batch":
+        return grpo_advantages(scores, k, scale_by_std=scale_rewards == "group", eps=eps)
+    centred = grpo_advantages(scores, k, scale_by_std=False)
+    _, var = _global_moments(scores, torch.ones_like(scores), sync)
+    return centred / (var.sqrt() + eps)
+
+
+def nonzero_std_groups(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """(b,) True for each group of k samples whose scores are not all equal: the groups DAPO's
+    dynamic sampling keeps, because a group-relative advantage of a group with std 0 is 0 for
+    every sample and the group teaches nothing. Equality is exact (max > min): a float32 std
+    of k equal scores need not be 0 (seven scores of 0.1 give 8e-9), so ``1 - mask.float().mean()``
+    is ``group_statistics``' ``frac_reward_zero_std`` except where that misses such groups.
+
+    Args:
+        scores: (b * k,) sequence scores, groups in consecutive rows.
+    """
+    if k < 2:
+        raise ConfigError(f"dynamic sampling drops prompts whose samples all score the same, which needs "
+                          f"samples_per_prompt >= 2 (it is {k}); raise samples_per_prompt or turn it off")
+    g = _groups(scores, k)
+    return g.amax(-1) > g.amin(-1)
