@@ -150,8 +150,9 @@ def test_shipped_best_of_n_configs_pass_the_settings_check(config):
     """Parsing a config does not build its module; the Best-of-N settings are checked here."""
     from pathlib import Path
 
-    import yaml
-    init = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / config).read_text())["model"]["init_args"]
+    from lightning_rlhf.pipeline import load_stage
+
+    init = load_stage(Path(__file__).resolve().parents[1] / "configs" / config)["model"]["init_args"]  # with its base
     check_reward_transform(init["reward_transform"], init.get("bon_n"), init["reference_samples_per_prompt"],
                            init["kl_coef"], init.get("anchor_ema", 0.0), init.get("jeffreys_beta", 1.0),
                            init.get("kl_estimator", "k1"))

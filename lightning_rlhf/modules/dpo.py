@@ -12,22 +12,20 @@ path as PPO (left-padded prompts, fp32 LM head, temperature 1).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import lightning as L
 import torch
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
 from lightning_rlhf.data.preferences import pairs_temperature
 from lightning_rlhf.errors import ConfigError
-from lightning_rlhf.export import export_at_fit_end, model_context
 from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_rlhf.models.lora import apply_lora, is_lora, policy_and_reference
 from lightning_rlhf.models.value_head import response_logprobs
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
+from lightning_rlhf.modules.policy_stage import PolicyStage
 from lightning_rlhf.optim import Schedule, configure_adamw
 from lightning_rlhf.rl.dpo import (
     BONBON_ALPHA,
@@ -40,10 +38,8 @@ from lightning_rlhf.rl.dpo import (
     sequence_logprobs,
 )
 
-FROZEN_PREFIXES = ("ref_model.",)
 
-
-class DPOModule(L.LightningModule):
+class DPOModule(PolicyStage):
     """Direct preference optimisation (Rafailov et al. 2023) and its IPO, hinge, BoNBoN and SimPO variants.
 
     Args:
@@ -158,20 +154,14 @@ class DPOModule(L.LightningModule):
         parts = ("sft_loss", "ipo_loss") if loss_type == "bonbon" else ()
         self.val_metrics = {k: MeanMetric() for k in ("loss", "accuracies", "margins", *parts)}
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        state = super().state_dict(*args, **kwargs)
-        return {k: v for k, v in state.items() if not k.startswith(FROZEN_PREFIXES)}
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_own_checkpoint(self, checkpoint)
 
     def setup(self, stage: str) -> None:
         require_same_tokenizer(self, self.tokenizer)
         dm = getattr(self.trainer, "datamodule", None)
-        context, longest = model_context(self.policy), getattr(getattr(dm, "hparams", None), "max_length", None)
-        if context and longest and longest > context:
-            raise ConfigError(f"data max_length ({longest}) exceeds the policy's context of {context} positions; "
-                              f"set data.max_length <= {context}")
+        longest = getattr(getattr(dm, "hparams", None), "max_length", None)
+        self.require_context(longest, f"data max_length ({longest})", "set data.max_length <= {context}")
         if self.hparams.loss_type == "bonbon":
             self.bon_n = self._pairs_n(dm)
             sampled_at = pairs_temperature(getattr(getattr(dm, "hparams", None), "data_path", None))
@@ -298,10 +288,5 @@ class DPOModule(L.LightningModule):
         texts = generate_texts(self.policy, self.tokenizer, prompts, max_new_tokens, temperature, seed)
         return [{"prompt": p, "continuation": t} for p, t in zip(prompts, texts, strict=True)]
 
-    def exportable_policy(self) -> PreTrainedModel:
-        """The policy as a plain causal LM (LoRA merged into a copy)."""
-        return copy.deepcopy(self.policy).merge_and_unload() if is_lora(self.policy) else self.policy
-
-    def on_fit_end(self) -> None:
-        model = self.exportable_policy() if self.trainer.is_global_zero else self.policy
-        export_at_fit_end(self.trainer, self.hparams.export_dir, model, self.tokenizer, "the policy and tokenizer")
+    def trained_lm(self) -> PreTrainedModel:
+        return self.policy
