@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 
 from lightning_rlhf.errors import ConfigError
 
@@ -30,3 +31,25 @@ def require_same_tokenizer(module: L.LightningModule, tokenizer: Any) -> None:
             f"the data module's tokenizer ({len(theirs)} tokens) is not the model's ({len(tokenizer)} "
             f"tokens); set data.tokenizer to the model's tokenizer"
         )
+
+
+class GlobalRNGCheckpoint:
+    """Checkpoints the global torch (and CUDA) RNG and restores it when training starts: dropout
+    draws from it and Lightning does not save it, so without this a resumed run is not exact.
+    Loading refuses a checkpoint another module type wrote."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        require_own_checkpoint(self, checkpoint)
+        self._pending_rng = checkpoint.get("rng")
+
+    def on_train_start(self) -> None:
+        rng, self._pending_rng = getattr(self, "_pending_rng", None), None
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])

@@ -19,7 +19,7 @@ from lightning_rlhf.models.loading import (
     load_sequence_classifier,
     load_tokenizer,
 )
-from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
+from lightning_rlhf.modules.checks import GlobalRNGCheckpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
 from lightning_rlhf.rl.bradley_terry import bradley_terry_loss
 
@@ -41,7 +41,7 @@ def load_reward_head(name_or_path: str | None, config: dict[str, Any] | None, se
         source, num_labels=1, ignore_mismatched_sizes=True, **kw))
 
 
-class RewardModelModule(L.LightningModule):
+class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
     """A reward model: a binary IMDB sentiment classifier, or a Bradley-Terry model of preferences.
 
     ``objective: classification`` trains a two-label classifier (label 1 = POSITIVE) with
@@ -125,23 +125,6 @@ class RewardModelModule(L.LightningModule):
                              "model.init_args.objective: pairwise for preference pairs")
             raise ConfigError(f"objective {self.hparams.objective} trains on {what}, but data.shape is "
                               f"'{shape}'; {fix}")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # dropout draws from the global RNG; Lightning does not checkpoint it (as SFTModule)
-        checkpoint["rng"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        require_own_checkpoint(self, checkpoint)
-        self._pending_rng = checkpoint.get("rng")
-
-    def on_train_start(self) -> None:
-        rng, self._pending_rng = getattr(self, "_pending_rng", None), None
-        if rng is not None:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
 
     # -- classification -----------------------------------------------------------------------
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,12 +12,12 @@ from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end
 from lightning_rlhf.generation import generate_texts
 from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
-from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
+from lightning_rlhf.modules.checks import GlobalRNGCheckpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
 from lightning_rlhf.rl.logprobs import left_pad_position_ids
 
 
-class SFTModule(L.LightningModule):
+class SFTModule(GlobalRNGCheckpoint, L.LightningModule):
     """Supervised fine-tuning with the causal-LM loss; padding never counts in the loss.
 
     Args:
@@ -99,23 +99,6 @@ class SFTModule(L.LightningModule):
         nll = self.val_nll.compute()
         self.val_nll.reset()
         self.log_dict({"val/loss": nll, "val/ppl": torch.exp(nll)}, prog_bar=True)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # dropout draws from the global RNG; Lightning does not checkpoint it
-        checkpoint["rng"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        require_own_checkpoint(self, checkpoint)
-        self._pending_rng = checkpoint.get("rng")
-
-    def on_train_start(self) -> None:
-        rng, self._pending_rng = getattr(self, "_pending_rng", None), None
-        if rng is not None:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def configure_optimizers(self) -> dict:
         return configure_adamw(self, self.model)
