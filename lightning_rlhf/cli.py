@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import warnings
 import zipfile
@@ -14,7 +13,6 @@ import lightning as L
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import lightning_rlhf.modules  # noqa: F401  (registers SFTModule, ... for --model=Name)
 from lightning_rlhf.callbacks import InterruptCheckpoint, RunProgress
@@ -29,6 +27,7 @@ from lightning_rlhf.errors import (
     user_message,
 )
 from lightning_rlhf.precision import cpu_bf16_flags, resolve_cpu_precision
+from lightning_rlhf.sharding import FSDP1_NAMES, USE_FSDP2, is_sharded_checkpoint
 
 
 @dataclass
@@ -78,6 +77,8 @@ def check_ckpt_path(ckpt_path: Any) -> None:
     if not file.exists():
         raise MissingInputError(f"--ckpt_path '{path}' does not exist; {_RESUME}, or leave --ckpt_path out to "
                                 f"start afresh")
+    if file.is_dir() and is_sharded_checkpoint(file):  # fsdp2's distributed checkpoint: a folder of shards
+        return
     if file.is_dir():
         found = sorted(p.name for p in file.glob("*.ckpt"))
         inside = (f"e.g. --ckpt_path {file / ('last.ckpt' if 'last.ckpt' in found else found[0])}" if found else
@@ -87,6 +88,15 @@ def check_ckpt_path(ckpt_path: Any) -> None:
     if not _is_checkpoint_file(file):
         raise ConfigError(f"--ckpt_path '{path}' is not a Lightning checkpoint (the .ckpt files a run's "
                           f"ModelCheckpoint writes); {_RESUME}")
+
+
+def check_strategy(strategy: Any) -> None:
+    """``--trainer.strategy``: Lightning's FSDPStrategy (FSDP1) wraps the module, which breaks manual
+    optimization and bypasses ``configure_model``; our stages shard with ``fsdp2`` instead."""
+    name = strategy.rsplit(".", 1)[-1] if isinstance(strategy, str) else _class_name(strategy)
+    if name in FSDP1_NAMES or name == "FSDPStrategy":
+        raise ConfigError(f"--trainer.strategy {name} (Lightning's FSDPStrategy, FSDP1) cannot train lightning-rlhf "
+                          f"stages; {USE_FSDP2}")
 
 
 def _init_args(spec: Any) -> dict:
@@ -173,6 +183,7 @@ class RLHFCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_output_paths(config)
+        check_strategy(config.trainer.get("strategy"))
         precision, notice = resolve_cpu_precision(config.trainer.precision, str(config.trainer.accelerator),
                                                   cpu_bf16_flags())
         if notice:
@@ -222,18 +233,15 @@ def build_cli(args: ArgsType = None, run: bool = True) -> RLHFCLI:
 
 
 def _fit_main(args: list[str]) -> None:
-    try:
-        build_cli(None if args == sys.argv[1:] else args)  # None: Lightning reads sys.argv itself
-    except SIGTERMException:
-        sys.exit(128 + signal.SIGTERM)
+    build_cli(None if args == sys.argv[1:] else args)  # None: Lightning reads sys.argv itself
 
 
 def cli_main(args: ArgsType = None) -> None:
     """Entry point of ``lightning-rlhf``; ``args`` lets tests call it in-process.
 
     Input errors end with one ``error:`` line and exit status 2 (``errors.run_console``).
-    Lightning ends a SIGTERM-ed run with exit status 0; we exit 143 (128 + SIGTERM) so that
-    schedulers and scripts see that the run did not finish.
+    Lightning ends a SIGTERM-ed run with exit status 0; ``run_console`` makes it 143 (128 + SIGTERM)
+    so that schedulers and scripts see that the run did not finish.
     """
     run_console(_fit_main, "lightning-rlhf fit", args)
 

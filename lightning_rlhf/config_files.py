@@ -23,16 +23,30 @@ BASE_KEY = "base"
 _CONFIG_FLAGS = ("--config", "-c")
 
 
-def _read_base(path: Path, child: Path) -> dict:
+def read_mapping(path: Path, name: str, hint: str) -> dict:
+    """The settings in the YAML file at ``path`` ({} for an empty one), for every config this
+    package reads itself (a ``base:``, a pipeline preset's files).
+
+    Args:
+        path: The file.
+        name: How the error message calls it, e.g. ``"'configs/offline/ppo.yaml' (the base: of ...)"``.
+        hint: How to fix it, the end of the error message.
+
+    Raises:
+        ConfigError: the file is unreadable, not YAML, or holds something other than a mapping.
+    """
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"'{path}' (the base: of '{child}') is not readable YAML ({first_line(err)}); fix it or "
-                          f"point base: at a config that is") from err
+        raise ConfigError(f"{name} is not a readable YAML file ({first_line(err)}); {hint}") from err
     if not isinstance(data, dict | None):
-        raise ConfigError(f"'{path}' (the base: of '{child}') holds a {type(data).__name__}, not a mapping of "
-                          f"settings; point base: at a full config such as configs/offline/ppo.yaml")
+        raise ConfigError(f"{name} holds a {type(data).__name__}, not a mapping of settings; {hint}")
     return data or {}
+
+
+def _read_base(path: Path, child: Path) -> dict:
+    return read_mapping(path, f"'{path}' (the base: of '{child}')",
+                        "fix it, or point base: at a full config such as configs/offline/ppo.yaml")
 
 
 def _base_path(path: Path, settings: dict) -> Path | None:

@@ -3,8 +3,9 @@
 A bad path, label, option, value or length is the user's to fix: the process ends with
 ``error: <what is wrong and how to fix it>`` as its last stderr line and exit status 2, with no
 traceback (``LIGHTNING_RLHF_DEBUG=1`` or ``--debug`` shows it). Anything else is a bug and keeps
-its traceback. The classes also derive from the built-in type a caller would expect
-(``ValueError``, ``FileNotFoundError``, ...), so ``except ValueError`` still catches them.
+its traceback. A run stopped by SIGTERM ends with exit status 143 (128 + SIGTERM), as if killed.
+The classes also derive from the built-in type a caller would expect (``ValueError``,
+``FileNotFoundError``, ...), so ``except ValueError`` still catches them.
 """
 
 from __future__ import annotations
@@ -116,13 +117,29 @@ def user_message(err: BaseException, prog: str = "lightning-rlhf") -> str | None
     return None
 
 
+SIGTERM_EXIT_STATUS = 143  # 128 + SIGTERM: what a shell reports for a process SIGTERM killed
+
+
+def _stopped_by_sigterm(stop: SystemExit) -> bool:
+    """Lightning ends a SIGTERM-ed run with ``SIGTERMException``, a ``SystemExit`` without a code:
+    exit status 0, which a scheduler or script would take for a finished run. Lightning is loaded
+    whenever one was raised, so it is looked up rather than imported (``--help`` stays fast)."""
+    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return exceptions is not None and isinstance(stop, exceptions.SIGTERMException)
+
+
 def run_console(main: Callable[[list[str]], object], prog: str, argv: list[str] | None = None) -> None:
-    """Run a console script's ``main(argv)``; input errors become one ``error:`` line, exit 2."""
+    """Run a console script's ``main(argv)``: input errors become one ``error:`` line and exit
+    status 2; a Trainer stopped by SIGTERM (once its callbacks have saved) gives exit status 143."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("LIGHTNING_RLHF_DEBUG", "") not in ("", "0") or "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
         main(argv)
+    except SystemExit as stop:
+        if _stopped_by_sigterm(stop):
+            sys.exit(SIGTERM_EXIT_STATUS)
+        raise
     except Exception as err:
         message = None if debug else user_message(err, prog)
         if message is None:

@@ -83,23 +83,35 @@ def _config_files() -> list[Path]:
 
 def made_by(path: str) -> str | None:
     """The command that writes ``path``: the ``lightning-rlhf fit`` of the config whose model
-    exports there (or whose ``build_tokenizer`` builds it), if any config does."""
+    exports there (or whose ``build_tokenizer`` builds it), if any config does; a config with
+    ``base:`` counts with its base's settings under its own, and one that names ``path`` itself
+    comes before one that inherits it."""
     import yaml
 
+    from lightning_rlhf.config_files import resolve_config
+    from lightning_rlhf.errors import ConfigError, MissingInputError
+
+    def outputs(data: dict) -> list:
+        init = (data.get("model") or {}).get("init_args") or {}
+        return [init.get("export_dir"), (data.get("build_tokenizer") or {}).get("out")]
+
     target = os.path.normpath(os.path.expanduser(path))
+    inherited = None
     for config in _config_files():
         try:
             data = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError):
+            if not isinstance(data, dict):
+                continue
+            resolved = resolve_config(config, data)
+        except (OSError, yaml.YAMLError, ConfigError, MissingInputError):
             continue
-        if not isinstance(data, dict):
-            continue
-        init = (data.get("model") or {}).get("init_args") or {}
-        outputs = [init.get("export_dir"), (data.get("build_tokenizer") or {}).get("out")]
-        if any(isinstance(o, str) and os.path.normpath(o) == target for o in outputs):
-            try:
-                shown = config.relative_to(Path.cwd())
-            except ValueError:
-                shown = config
-            return f"lightning-rlhf fit --config {shown}"
-    return None
+        for own, settings in ((True, data), (False, resolved)):
+            if any(isinstance(o, str) and os.path.normpath(o) == target for o in outputs(settings)):
+                try:
+                    shown = config.relative_to(Path.cwd())
+                except ValueError:
+                    shown = config
+                if own:
+                    return f"lightning-rlhf fit --config {shown}"
+                inherited = inherited or f"lightning-rlhf fit --config {shown}"
+    return inherited

@@ -25,16 +25,13 @@ import os
 import time
 from pathlib import Path
 
-import yaml
-
-from lightning_rlhf.config_files import resolve_config
+from lightning_rlhf.config_files import read_mapping, resolve_config
 from lightning_rlhf.errors import (
     ArgumentParser,
     ConfigError,
     InputError,
     MissingInputError,
     UnreachableError,
-    first_line,
     positive_int,
     run_console,
 )
@@ -64,15 +61,7 @@ def known_presets() -> list[str]:
 def _load_yaml(path: Path) -> dict:
     if not path.exists():
         raise MissingInputError(f"'{path}' does not exist; run from the repository root or pass --configs")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"'{path}' is not a readable YAML file ({first_line(err)}); fix it, or copy the file "
-                          f"of the same name from configs/offline/") from err
-    if not isinstance(data, dict | None):
-        raise ConfigError(f"'{path}' holds a {type(data).__name__}, not a mapping of settings; copy the file of "
-                          f"the same name from configs/offline/ and edit that")
-    return data or {}
+    return read_mapping(path, f"'{path}'", "fix it, or start from the file of the same name in configs/offline/")
 
 
 def load_stage(path: Path) -> dict:
@@ -237,7 +226,15 @@ def _main(argv: list[str]) -> None:
             return
         print(f"== {name}: started", flush=True)
         start = time.perf_counter()
-        figures = fn() or {}
+        try:
+            figures = fn() or {}
+        except SystemExit:  # SIGTERM or Ctrl-C: the stage's InterruptCheckpoint has saved
+            wall = time.perf_counter() - start
+            summary[name] = {"wall_s": round(wall, 1), "interrupted": True}
+            (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2))
+            print(f"== {name}: interrupted after {_minutes(wall)}; the stages before it are kept (--skip-existing "
+                  f"skips those with an export)", flush=True)
+            raise
         wall = time.perf_counter() - start
         summary[name] = {"wall_s": round(wall, 1), **figures}
         (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2))
@@ -324,7 +321,7 @@ def _latest_version(log_root: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``lightning-rlhf-pipeline``."""
+    """Entry point of ``lightning-rlhf-pipeline``; a SIGTERM-ed stage ends the run with status 143."""
     run_console(_main, "lightning-rlhf-pipeline", argv)
 
 

@@ -1,5 +1,7 @@
 """Run by test_ddp.py as a script: PPO (or ESTIMATOR with K samples per prompt) with strategy="ddp" on 2
-CPU processes (gloo). Usage: ddp_ppo_run.py OUT TOKENIZER IMDB ESTIMATOR K.
+CPU processes (gloo). Usage: ddp_ppo_run.py OUT TOKENIZER IMDB ESTIMATOR K [dynamic]; ``dynamic``
+turns on dynamic sampling with a reward that leaves some groups zero-std, and records each
+rank's own count of zero-std groups per step.
 
 Lightning re-launches this script for rank 1. Each rank writes what it saw to <out>/rank<k>.json.
 """
@@ -15,6 +17,7 @@ from torch.utils.data.distributed import DistributedSampler
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import TINY_GPT2, make_dm, make_ppo  # noqa: E402
 
+import lightning_rlhf.engine.dynamic as dynamic_mod  # noqa: E402
 import lightning_rlhf.export as export_mod  # noqa: E402
 from lightning_rlhf.callbacks import SampleTableLogger  # noqa: E402
 
@@ -28,6 +31,17 @@ def counting_export(*args, **kwargs):
 
 
 export_mod.export_pretrained = counting_export
+LOCAL_ZERO_STD = [0]
+_nonzero = dynamic_mod.nonzero_std_groups
+
+
+def counting_nonzero(scores, k):
+    keep = _nonzero(scores, k)
+    LOCAL_ZERO_STD[0] += int((~keep).sum())
+    return keep
+
+
+dynamic_mod.nonzero_std_groups = counting_nonzero
 
 
 class Probe(L.Callback):
@@ -52,6 +66,9 @@ class Probe(L.Callback):
 
         pl_module.kl_ctl.update = record_kl
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        LOCAL_ZERO_STD[0] = 0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         ro = self.last[0]  # rollout() returns (Rollout, reused forward or None)
         mask = ro.response_mask.double()
@@ -65,6 +82,9 @@ class Probe(L.Callback):
             "logged_score": trainer.callback_metrics["reward/score"].item(),
             "local_score": ro.scores.mean().item(),
             "adv": [float((adv * mask).sum()), float((adv * adv * mask).sum()), float(mask.sum())],
+            "local_zero_std": LOCAL_ZERO_STD[0],
+            "logged_zero_std": float(trainer.callback_metrics.get("dynamic_sampling/zero_std_groups", -1)),
+            "rows": ro.responses.shape[0],
             "group_ids": batch["input_ids"].repeat_interleave(pl_module.hparams.samples_per_prompt, 0).tolist()
             == ro.queries.tolist(),
         })
@@ -78,10 +98,11 @@ class Probe(L.Callback):
 
 if __name__ == "__main__":
     out, tokenizer_dir, imdb_dir, estimator, k = *sys.argv[1:5], int(sys.argv[5])
+    dynamic = dict(reward_fn="helpers:has_e", dynamic_sampling=True) if sys.argv[6:] == ["dynamic"] else {}
     tiny = {**TINY_GPT2, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}
     # 2 epochs of 1 mini-batch: the first update reuses the rollout forward, the second does not
-    module = make_ppo(tiny, tokenizer_dir, reward_fn="helpers:char_count", export_dir=f"{out}/export",
-                      ppo_epochs=2, advantage_estimator=estimator, samples_per_prompt=k)
+    module = make_ppo(tiny, tokenizer_dir, **(dict(reward_fn="helpers:char_count", export_dir=f"{out}/export",
+                      ppo_epochs=2, advantage_estimator=estimator, samples_per_prompt=k) | dynamic))
     logger = L.pytorch.loggers.TensorBoardLogger(save_dir=f"{out}/logs", name="ddp")
     trainer = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=3 * 2, logger=logger,
                         callbacks=[Probe(), SampleTableLogger(prompts=["a"], max_new_tokens=2,

@@ -70,6 +70,17 @@ def zero_reward(prompts, responses):
     return [0.0 for _ in responses]
 
 
+def has_e(prompts, responses):
+    """1 when the response has an 'e', else 0: many groups of a few samples score all the same."""
+    return [float("e" in r) for r in responses]
+
+
+def length_reward(prompts, responses):
+    import torch
+
+    return torch.tensor([len(r) / 10 for r in responses])
+
+
 NAN_CALLS = {"n": 0}  # set n to 0 before a run that uses nan_after_two_calls
 
 
@@ -92,6 +103,26 @@ def make_ppo(tiny_gpt2: dict, tokenizer_dir: str, **kw) -> PPOModule:
                 compile_generation=False)  # compiled sampling has its own tests (test_compiled_sampling)
     args.update(kw)
     return PPOModule(**args)
+
+
+def engine_setup(tiny_gpt2: dict, tokenizer_dir: str, value_head: bool = True, **update):
+    """The engine's pieces without a Trainer: a tiny policy (with a value head unless
+    ``value_head`` is False), its reference, the length reward, 5-token responses at T=1 and 4
+    prompts; ``update`` sets ``UpdateConfig``. Returns (models, cfg, queries, query_mask)."""
+    from lightning_rlhf.engine import EngineConfig, RolloutModels, SamplingConfig, UpdateConfig
+    from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
+    from lightning_rlhf.models.value_head import PolicyWithValueHead
+    from lightning_rlhf.rewards import ScoreNormalizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    policy = PolicyWithValueHead(load_causal_lm(None, tiny_gpt2, seed=0), value_head=value_head)
+    disable_dropout(policy)
+    reference = load_causal_lm(None, tiny_gpt2, seed=0).requires_grad_(False)
+    models = RolloutModels(policy, reference, None, tokenizer, length_reward, ScoreNormalizer(False, None))
+    cfg = EngineConfig(SamplingConfig(response_min_tokens=5, response_max_tokens=5, temperature=1.0,
+                                      compile_generation=False), update=UpdateConfig(**update))
+    prompts = tokenizer(["a b c", "d e", "f", "g h i j"], padding=True, return_tensors="pt")
+    return models, cfg, prompts["input_ids"], prompts["attention_mask"]
 
 
 def make_dm(imdb_dir: str, tokenizer_dir: str, batch_size: int = 8) -> IMDBDataModule:

@@ -47,6 +47,22 @@ def test_ppo_ddp_two_processes(tmp_path, tokenizer_dir, imdb_dir, estimator, k):
     assert len(texts["samples/text_summary"]) == 3
 
 
+def test_dynamic_sampling_ddp_ranks_agree_on_what_was_dropped(tmp_path, tokenizer_dir, imdb_dir):
+    """GRPO with dynamic sampling on 2 processes: each rank drops and refills its own groups, the
+    logged count is the sum of both ranks' own counts (the same on both), every batch keeps its
+    rows on both ranks, and the weights stay identical."""
+    script = Path(__file__).with_name("ddp_ppo_run.py")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), tokenizer_dir, imdb_dir, "grpo", "2",
+                           "dynamic"], capture_output=True, text=True, timeout=600, cwd=script.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1))
+    for s0, s1 in zip(r0["steps"], r1["steps"], strict=True):
+        assert s0["checksum"] == s1["checksum"]
+        assert s0["rows"] == s1["rows"] == 4 * 2
+        assert s0["logged_zero_std"] == s1["logged_zero_std"] == s0["local_zero_std"] + s1["local_zero_std"]
+    assert any(s["local_zero_std"] for s in r0["steps"] + r1["steps"]), "some groups were dropped"
+
+
 @pytest.mark.parametrize("mode", ["ppo", "critic_free", "jbond"], ids=["ppo", "dr_grpo_kl_loss", "jbond"])
 def test_two_processes_on_two_halves_make_the_one_process_update(tmp_path, tokenizer_dir, imdb_dir, mode):
     """Responses of 4-16 tokens split unevenly between the ranks; token counts are global. The

@@ -2,36 +2,10 @@
 
 import pytest
 import torch
+from helpers import engine_setup
 
-from lightning_rlhf.engine import (
-    EngineConfig,
-    Optimization,
-    RolloutModels,
-    SamplingConfig,
-    UpdateConfig,
-    collect_rollout,
-    ppo_update,
-)
+from lightning_rlhf.engine import Optimization, collect_rollout, ppo_update
 from lightning_rlhf.guard import NonFiniteGuard
-from lightning_rlhf.models.loading import disable_dropout, load_causal_lm, load_tokenizer
-from lightning_rlhf.models.value_head import PolicyWithValueHead
-from lightning_rlhf.rewards import ScoreNormalizer
-
-
-def length_reward(prompts, responses):
-    return torch.tensor([len(r) / 10 for r in responses])
-
-
-def engine_setup(tiny_gpt2, tokenizer_dir, **update):
-    tokenizer = load_tokenizer(tokenizer_dir)
-    policy = PolicyWithValueHead(load_causal_lm(None, tiny_gpt2, seed=0))
-    disable_dropout(policy)
-    reference = load_causal_lm(None, tiny_gpt2, seed=0).requires_grad_(False)
-    models = RolloutModels(policy, reference, None, tokenizer, length_reward, ScoreNormalizer(False, None))
-    cfg = EngineConfig(SamplingConfig(response_min_tokens=5, response_max_tokens=5, temperature=1.0,
-                                      compile_generation=False), update=UpdateConfig(**update))
-    prompts = tokenizer(["a b c", "d e", "f", "g h i j"], padding=True, return_tensors="pt")
-    return models, cfg, prompts["input_ids"], prompts["attention_mask"]
 
 
 def test_one_iteration_in_a_plain_loop(tiny_gpt2, tokenizer_dir):

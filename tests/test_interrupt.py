@@ -1,5 +1,8 @@
-"""Interrupted runs lose nothing: signals to a real subprocess, atomic checkpoint writes."""
+"""Interrupted runs lose nothing and say so: signals to a real subprocess or in-process (exit status 143 for
+SIGTERM, from `lightning-rlhf fit` and the pipeline), atomic checkpoint writes."""
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,10 +14,22 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from helpers import ppo_config
+from helpers import ppo_config, sft_config
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from lightning_rlhf.cli import build_cli
+from lightning_rlhf.cli import build_cli, cli_main
+from lightning_rlhf.pipeline import main as pipeline_main
+
+
+class SigtermAt(L.Callback):
+    """Sends this process SIGTERM after training step ``step``, as a scheduler would (in-process: fast)."""
+
+    def __init__(self, step: int = 2) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _start(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir) -> tuple[subprocess.Popen, Path]:
@@ -42,7 +57,7 @@ def test_signal_writes_a_resumable_checkpoint(sig, tmp_path, tiny_gpt2, tokenize
     proc, config = _start(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, reward_dir)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=600)
-    assert proc.returncode != 0, out
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 1), out  # 143 = 128 + SIGTERM
     saved = tmp_path / "ckpt" / "interrupted.ckpt"
     assert saved.exists(), out
     step = torch.load(saved, weights_only=False)["global_step"]
@@ -50,6 +65,34 @@ def test_signal_writes_a_resumable_checkpoint(sig, tmp_path, tiny_gpt2, tokenize
     resumed = build_cli(["fit", "--config", str(config), "--trainer.max_steps", str(step + 2),
                          "--trainer.callbacks", "[]", "--ckpt_path", str(saved)])
     assert resumed.trainer.global_step == step + 2
+
+
+def _sigterm_at_step_2(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir) -> Path:
+    config = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    data = yaml.safe_load(config.read_text())
+    data["trainer"]["callbacks"] = [{"class_path": "test_interrupt.SigtermAt", "init_args": {"step": 2}}]
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+@pytest.mark.parametrize("command", ["fit", "pipeline"])
+def test_sigterm_saves_then_exits_143(command, tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, capsys):
+    """Lightning ends a SIGTERM-ed fit as SystemExit(None), exit status 0; both commands say 143 instead."""
+    config = _sigterm_at_step_2(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    if command == "pipeline":
+        (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump({"stages": ["sft"]}))
+    with pytest.raises(SystemExit) as stop:
+        if command == "fit":
+            cli_main(["fit", "--config", str(config)])
+        else:
+            pipeline_main(["--configs", str(tmp_path), "--data", imdb_dir])
+    assert stop.value.code == 143
+    assert torch.load(tmp_path / "ckpt" / "interrupted.ckpt", weights_only=False)["global_step"] == 2
+    assert not (tmp_path / "export").exists()
+    if command == "pipeline":
+        assert "== sft: interrupted after" in capsys.readouterr().out
+        summary = json.loads((tmp_path / "pipeline_summary.json").read_text())
+        assert summary["sft"]["interrupted"] is True
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

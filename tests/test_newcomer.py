@@ -96,3 +96,27 @@ def test_made_by_names_the_working_directorys_config_first(tmp_path, monkeypatch
     assert export.made_by("artifacts/offline/sft") == "lightning-rlhf fit --config configs/offline/sft.yaml"
     assert export.made_by("./artifacts/offline/sft/") == "lightning-rlhf fit --config configs/offline/sft.yaml"
     assert export.made_by("artifacts/other") is None
+
+
+def test_made_by_follows_base_and_prefers_the_config_that_names_the_folder(tmp_path, monkeypatch):
+    """``a.yaml`` inherits its export folder from ``base.yaml``, which names it itself, so the base
+    is the answer for that folder; ``b.yaml`` names its own; ``d.yaml``'s folder is named only by a
+    base outside configs/, so ``d.yaml`` is; a broken base (``c.yaml``) is skipped."""
+    import lightning_rlhf.export as export
+
+    offline = tmp_path / "configs" / "offline"
+    offline.mkdir(parents=True)
+    (offline / "base.yaml").write_text(yaml.safe_dump({"model": {"init_args": {"export_dir": "artifacts/x"}},
+                                                       "build_tokenizer": {"out": "artifacts/tok"}}))
+    (offline / "a.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "trainer": {"max_steps": 1}}))
+    (offline / "b.yaml").write_text(yaml.safe_dump({"base": "a.yaml", "model": {"init_args": {"export_dir":
+                                                                                             "artifacts/y"}}}))
+    (offline / "c.yaml").write_text(yaml.safe_dump({"base": "missing.yaml"}))
+    (offline / "d.yaml").write_text(yaml.safe_dump({"base": "../../common.yaml"}))  # a base no scan reads
+    (tmp_path / "common.yaml").write_text(yaml.safe_dump({"model": {"init_args": {"export_dir": "artifacts/z"}}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(export, "__file__", str(tmp_path / "lightning_rlhf" / "export.py"))
+    assert export.made_by("artifacts/x") == "lightning-rlhf fit --config configs/offline/base.yaml"
+    assert export.made_by("artifacts/y") == "lightning-rlhf fit --config configs/offline/b.yaml"
+    assert export.made_by("artifacts/tok") == "lightning-rlhf fit --config configs/offline/base.yaml"
+    assert export.made_by("artifacts/z") == "lightning-rlhf fit --config configs/offline/d.yaml"

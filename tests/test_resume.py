@@ -16,13 +16,15 @@ ESTIMATORS = pytest.mark.parametrize("estimator", [
     dict(advantage_estimator="remax", samples_per_prompt=2, kl_in_reward=False, kl_loss_coef=0.1),
     dict(advantage_estimator="rloo", samples_per_prompt=2, reward_transform="jbond", anchor_ema=0.3,
          reference_samples_per_prompt=2, jeffreys_beta=0.5),
-], ids=["ppo", "ppo_compiled", "remax_k2_kl_loss", "jbond_anchor"])
+    dict(advantage_estimator="grpo", samples_per_prompt=2, reward_fn="helpers:has_e", dynamic_sampling=True,
+         loss_type="dapo", cliprange_high=0.28, rollout_correction="token_tis", scale_rewards="batch"),
+], ids=["ppo", "ppo_compiled", "remax_k2_kl_loss", "jbond_anchor", "grpo_dynamic_sampling_dapo"])
 
 
 @ESTIMATORS
 def test_ppo_resume_is_exact(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, estimator):
     kw = dict(ppo_epochs=2, num_mini_batches=2, response_min_tokens=3, response_max_tokens=6,
-              reward_fn="helpers:char_count", **estimator)
+              reward_fn="helpers:char_count") | estimator
     n = 3 * 4  # 3 iterations of 4 optimizer steps
     straight_rec = RecordMetric("reward/score")
     straight = make_ppo(tiny_gpt2, tokenizer_dir, **kw)
@@ -105,8 +107,7 @@ def test_sft_extends_a_finished_run_exactly_through_the_cli(tmp_path, tiny_gpt2,
 
 @ESTIMATORS
 def test_ppo_extends_a_finished_run_exactly(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, estimator):
-    kw = dict(ppo_epochs=1, response_min_tokens=3, response_max_tokens=6, reward_fn="helpers:char_count",
-              **estimator)
+    kw = dict(ppo_epochs=1, response_min_tokens=3, response_max_tokens=6, reward_fn="helpers:char_count") | estimator
 
     def small_dm():
         return IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="prompts", batch_size=8,

@@ -1,6 +1,7 @@
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -303,3 +304,41 @@ def test_pairwise_reward_model_on_two_processes(tmp_path, tokenizer_dir):
     for key in ("val/accuracy", "val/margin", "val/loss"):
         assert r0[key] == r1[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
     assert (tmp_path / "rm2.pt.export" / "model.safetensors").exists()
+
+
+def test_a_pairwise_model_tested_on_labelled_reviews_logs_the_auroc_of_its_logit(tokenizer_dir, imdb_dir, tmp_path):
+    """``lightning-rlhf test`` with ``data.shape: classification``: the AUROC of the one logit
+    against the labels, equal to torchmetrics' on the logits computed here."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="classification", batch_size=8,
+                        val_size=8, max_length=64, max_eval_samples=40)
+    module = _pairwise_rm(tokenizer_dir)
+    trainer = L.Trainer(logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
+                        enable_model_summary=False)
+    logged = trainer.test(module, dm)[0]
+    module.eval()
+    with torch.no_grad():
+        batches = list(dm.test_dataloader())
+        logits = torch.cat([module.rewards(b["input_ids"], b["attention_mask"]) for b in batches])
+        labels = torch.cat([b["labels"] for b in batches])
+    assert 0 < labels.sum() < len(labels) == 40
+    assert logged["test/auroc"] == pytest.approx(binary_auroc(logits, labels).item(), abs=1e-6)
+
+
+def test_val_by_prompt_holds_out_whole_prompts(tokenizer_dir, tmp_path):
+    rows = [{"prompt": f"prompt {i % 10}", "chosen": " great fun", "rejected": " awful mess"} for i in range(60)]
+    data = str(write_jsonl(tmp_path / "p" / "train.jsonl", rows).parent)
+    pairwise = lambda n: IMDBDataModule(data_path=data, tokenizer=tokenizer_dir, shape="pairwise",  # noqa: E731
+                                        val_size=n, max_length=64, val_by_prompt=True)
+    dm = pairwise(8)
+    dm.setup("fit")
+    def prompts(split: str) -> list[str]:
+        texts = [dm.tokenizer.decode(list(ids)) for ids in dm.splits[split]["chosen_input_ids"]]
+        return [re.search(r"prompt \d", t).group(0) for t in texts]
+
+    val, train = prompts("validation"), prompts("train")
+    assert len(val) == 12 and len(train) == 48, "two prompts of 6 pairs each reach 8"
+    assert not set(val) & set(train)
+    with pytest.raises(ConfigError, match="holds out every prompt"):
+        pairwise(59).setup("fit")

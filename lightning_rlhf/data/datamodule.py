@@ -7,6 +7,7 @@ from typing import Literal
 import datasets
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from lightning_rlhf.data.collate import (
@@ -46,6 +47,8 @@ class IMDBDataModule(L.LightningDataModule):
         batch_size: Samples per batch (per process under DDP).
         val_size: Validation reviews held out of train (a count, or a fraction if < 1), unless the
             source has its own validation split (``val*`` files), which is then used.
+        val_by_prompt: Pair shapes: hold out whole prompts (at least ``val_size`` pairs), so no
+            prompt has pairs in both train and validation; needs a ``prompt`` column.
         max_train_samples: Use at most this many training reviews (after shuffling); None = all.
         max_eval_samples: Use at most this many validation and test reviews; None = all.
         block_size: Tokens per block for the ``lm`` shape.
@@ -74,6 +77,7 @@ class IMDBDataModule(L.LightningDataModule):
         shape: Shape = "lm",
         batch_size: int = 8,
         val_size: float = 1000,
+        val_by_prompt: bool = False,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
         block_size: int = 256,
@@ -139,7 +143,34 @@ class IMDBDataModule(L.LightningDataModule):
                 f"val_size={hp.val_size} leaves no train or no validation reviews out of "
                 f"{len(train)}; choose a size between 1 and {len(train) - 1}"
             )
+        if hp.val_by_prompt:
+            if hp.shape not in PAIR_SHAPES or "prompt" not in train.column_names:
+                raise ConfigError(f"val_by_prompt holds out the prompts of preference pairs, but shape "
+                                  f"'{hp.shape}' of '{hp.data_path}' has no prompt column; remove val_by_prompt")
+            return self._split_by_prompt(train, n_val)
         return {"validation": train.select(range(n_val)), "train": train.select(range(n_val, len(train)))}
+
+    @staticmethod
+    def _split_by_prompt(train: datasets.Dataset, n_val: int) -> dict[str, datasets.Dataset]:
+        """Pairs held out whole prompts at a time (at least ``n_val`` pairs, the prompts first met in
+        the shuffled order), so no prompt has pairs on both sides: held-out accuracy measures
+        prompts the model never trained on."""
+        prompts = train["prompt"]
+        held: set[str] = set()
+        count: dict[str, int] = {}
+        for p in prompts:
+            count[p] = count.get(p, 0) + 1
+        taken = 0
+        for p in dict.fromkeys(prompts):
+            if taken >= n_val:
+                break
+            held.add(p)
+            taken += count[p]
+        if len(held) == len(count):
+            raise ConfigError(f"val_size={n_val} holds out every prompt of the pairs; choose a smaller val_size")
+        val = [i for i, p in enumerate(prompts) if p in held]
+        rest = [i for i, p in enumerate(prompts) if p not in held]
+        return {"validation": train.select(val), "train": train.select(rest)}
 
     def _train_on_test(self, test: datasets.Dataset | None) -> dict[str, datasets.Dataset]:
         hp = self.hparams
@@ -256,6 +287,14 @@ class IMDBDataModule(L.LightningDataModule):
     def has_margins(self) -> bool:
         """Whether the ``pairwise`` batches carry a ``margin`` (the source has that column)."""
         return self.hparams.shape == "pairwise" and MARGIN in self._columns()
+
+    def train_prompts(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Rows of the train split as one left-padded ``prompts`` batch (dynamic sampling's refill)."""
+        if self.hparams.shape != "prompts" or "train" not in self.splits:
+            raise ConfigError(f"refill prompts come from the train split of the prompts shape, not of shape "
+                              f"'{self.hparams.shape}'")
+        rows = self.splits["train"].with_format(columns=["input_ids"]).select(indices)
+        return self._collate()(list(rows))
 
     def ordered_loader(self, split: str) -> DataLoader:
         """The split in its stored order, unsharded and unshuffled (to score every row once)."""

@@ -15,15 +15,19 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_rlhf.errors import ConfigError
-from lightning_rlhf.rl.aggregation import AGGREGATIONS, Aggregation, resolve_aggregation
-from lightning_rlhf.rl.estimators import Estimator, check_estimator
+from lightning_rlhf.rl.aggregation import AGGREGATIONS, Aggregation, aggregation_for_loss_type, resolve_aggregation
+from lightning_rlhf.rl.estimators import GROUP_BASELINE, Estimator, ScaleRewards, check_estimator, check_scale_rewards
 from lightning_rlhf.rl.kl import KLEstimator
+from lightning_rlhf.rl.losses import ImportanceSamplingLevel, check_policy_loss_options
 from lightning_rlhf.rl.reward_transforms import RewardTransform, bon_kl_coef, check_reward_transform
+from lightning_rlhf.rl.rollout_correction import DEFAULT_CAP, RolloutCorrectionMode, check_rollout_correction
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How responses are drawn: k per prompt, lengths in [min, max], at ``temperature``."""
+    """How responses are drawn: k per prompt, lengths in [min, max], at ``temperature``; with
+    ``dynamic_sampling`` (DAPO), groups whose k scores are all equal are replaced by groups of
+    other prompts, drawn at most ``dynamic_sampling_tries`` times (``engine.dynamic``)."""
 
     response_min_tokens: int = 16
     response_max_tokens: int = 16
@@ -31,6 +35,8 @@ class SamplingConfig:
     stop_at_eos: bool = False
     samples_per_prompt: int = 1
     compile_generation: bool = True
+    dynamic_sampling: bool = False
+    dynamic_sampling_tries: int = 3
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,14 @@ class AdvantageConfig:
     gamma: float = 1.0
     lam: float = 0.95
     whiten_rewards: bool = False
+    scale_rewards: ScaleRewards = "group"
 
 
 @dataclass(frozen=True)
 class UpdateConfig:
-    """The clipped updates: epochs x mini-batches x micro-batches and the loss's weights."""
+    """The clipped updates: epochs x mini-batches x micro-batches, the loss's weights, the clip
+    (``cliprange_high``: DAPO's clip-higher), the ratio's level (``sequence``: GSPO) and the
+    truncated importance correction of the sampler's drift (``rl.rollout_correction``)."""
 
     ppo_epochs: int = 4
     num_mini_batches: int = 1
@@ -69,6 +78,10 @@ class UpdateConfig:
     entropy_coef: float = 0.0
     ratio_threshold: float = 10.0
     fuse_first_forward: bool = True
+    cliprange_high: float | None = None
+    importance_sampling_level: ImportanceSamplingLevel = "token"
+    rollout_correction: RolloutCorrectionMode = "none"
+    rollout_correction_cap: float = DEFAULT_CAP
 
 
 @dataclass(frozen=True)
@@ -98,9 +111,10 @@ def resolve_ppo_arguments(hp: Mapping[str, Any]) -> dict[str, Any]:
     """Refuse contradictory ``PPOModule`` arguments; return the defaults that depend on others.
 
     Returns:
-        ``kl_coef`` (0.2, or 1/(N-1) with a reward transform), ``loss_aggregation`` (the
-        estimator's own unless set; another is noted in one line) and ``adaptive_kl`` (adaptive
-        only for a KL in the reward without a reward transform, unless set).
+        ``kl_coef`` (0.2, or 1/(N-1) with a reward transform), ``loss_aggregation`` (set, or that
+        of TRL's ``loss_type``, else the estimator's own; another is noted in one line),
+        ``adaptive_kl`` (adaptive only for a KL in the reward without a reward transform, unless
+        set) and ``scale_rewards`` (``grpo``'s std: ``group`` unless set).
     """
     if not 1 <= hp["response_min_tokens"] <= hp["response_max_tokens"]:
         raise ConfigError(f"response length range [{hp['response_min_tokens']}, {hp['response_max_tokens']}] is "
@@ -121,6 +135,22 @@ def resolve_ppo_arguments(hp: Mapping[str, Any]) -> dict[str, Any]:
     aggregation = hp["loss_aggregation"]
     if aggregation is not None and aggregation not in AGGREGATIONS:
         raise ConfigError(f"loss_aggregation must be one of {', '.join(AGGREGATIONS)}, not '{aggregation}'")
+    if hp["loss_type"] is not None:
+        from_type = aggregation_for_loss_type(hp["loss_type"])
+        if aggregation not in (None, from_type):
+            raise ConfigError(f"loss_type {hp['loss_type']} is loss_aggregation {from_type}, not {aggregation}; "
+                              f"set one of the two")
+        aggregation = from_type
+    check_scale_rewards(estimator, hp["scale_rewards"])
+    check_policy_loss_options(hp["cliprange"], hp["cliprange_high"], hp["importance_sampling_level"])
+    check_rollout_correction(hp["rollout_correction"], hp["rollout_correction_cap"])
+    if hp["dynamic_sampling"]:
+        if estimator not in GROUP_BASELINE:
+            raise ConfigError(f"dynamic_sampling replaces groups whose samples all score the same, whose "
+                              f"group-relative advantage is 0; '{estimator}' has no group baseline, so use one "
+                              f"of {', '.join(GROUP_BASELINE)} or remove dynamic_sampling")
+        if hp["dynamic_sampling_tries"] < 1:
+            raise ConfigError(f"dynamic_sampling_tries must be >= 1, not {hp['dynamic_sampling_tries']}")
     if hp["lora_r"] > 0 and hp["ref_name_or_path"] is not None:
         raise ConfigError("with lora_r > 0 the reference is the policy without its adapter; remove ref_name_or_path")
     kl_coef = hp["kl_coef"]
@@ -139,4 +169,5 @@ def resolve_ppo_arguments(hp: Mapping[str, Any]) -> dict[str, Any]:
     own = resolve_aggregation(estimator, None)
     if aggregation not in (None, own):
         rank_zero_info(f"note: advantage_estimator {estimator} with loss_aggregation {aggregation} (its own is {own})")
-    return {"kl_coef": kl_coef, "loss_aggregation": aggregation or own, "adaptive_kl": adaptive}
+    return {"kl_coef": kl_coef, "loss_aggregation": aggregation or own, "adaptive_kl": adaptive,
+            "scale_rewards": hp["scale_rewards"] or "group"}

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lightning_rlhf.distributed import gather_flat
 from lightning_rlhf.engine.config import EngineConfig
+from lightning_rlhf.engine.dynamic import Drawn, dynamic_draw
 from lightning_rlhf.generation import decode_responses, sample_responses
 from lightning_rlhf.models.value_head import PolicyWithValueHead, policy_outputs, response_logprobs
 from lightning_rlhf.rewards import ScoreNormalizer
@@ -121,9 +122,29 @@ def reference_samples(models: RolloutModels, cfg: EngineConfig, queries: torch.T
     return responses, mask, scores.view(-1, m)
 
 
+def draw_scored(models: RolloutModels, cfg: EngineConfig, prompts: torch.Tensor, prompt_mask: torch.Tensor,
+                gen: torch.Generator, timings: dict[str, float]) -> Drawn:
+    """k = ``samples_per_prompt`` policy samples for each of the (p, q) prompts, cut at their stop,
+    with the sampler's log-probs and the scores; adds the wall times to ``time/generate`` and
+    ``time/score``."""
+    device, tok, k = prompts.device, models.tokenizer, cfg.sampling.samples_per_prompt
+    t0 = clock(device)
+    responses, sampler_logprobs = _sample(models.policy.lm, cfg, tok, prompts, prompt_mask, gen, k,
+                                          return_logprobs=True)
+    queries, query_mask = prompts.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
+    lengths = draw_lengths(cfg, queries.shape[0], gen, device)
+    responses, response_mask = _cut(cfg, tok, responses, lengths)
+    t1 = clock(device)
+    scores = score_responses(models, cfg, queries, query_mask, responses, response_mask)
+    timings["time/generate"] = timings.get("time/generate", 0.0) + t1 - t0
+    timings["time/score"] = timings.get("time/score", 0.0) + clock(device) - t1
+    return Drawn(prompts, prompt_mask, responses, response_mask, sampler_logprobs * response_mask, scores, lengths)
+
+
 @torch.no_grad()
 def collect_rollout(models: RolloutModels, cfg: EngineConfig, queries: torch.Tensor, query_mask: torch.Tensor,
-                    kl_coef: float, gen: torch.Generator, timings: dict[str, float]
+                    kl_coef: float, gen: torch.Generator, timings: dict[str, float],
+                    refill: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
                     ) -> tuple[Rollout, PolicyOutputs | None]:
     """Sample ``samples_per_prompt`` responses for each of the b prompts and build the rollout.
 
@@ -135,6 +156,9 @@ def collect_rollout(models: RolloutModels, cfg: EngineConfig, queries: torch.Ten
     gives the rollout's log-probs (and values) keeps its graph and is reused by the first update
     (one forward fewer per iteration); it is returned as ``(logprobs, entropy, values)``, else None.
 
+    With ``dynamic_sampling``, zero-std groups are replaced by groups of prompts from ``refill``
+    (``n -> (n, q')`` prompts; None re-draws the same prompts), see ``engine.dynamic``.
+
     Args:
         queries, query_mask: (b, q) left-padded prompts.
     Returns:
@@ -142,16 +166,20 @@ def collect_rollout(models: RolloutModels, cfg: EngineConfig, queries: torch.Ten
     """
     s, device, tok = cfg.sampling, queries.device, models.tokenizer
     k = s.samples_per_prompt
-    t0 = clock(device)
-    responses, sampler_logprobs = _sample(models.policy.lm, cfg, tok, queries, query_mask, gen, k,
-                                          return_logprobs=True)
-    prompt_ids, prompt_mask = queries, query_mask
-    if k > 1:
-        queries, query_mask = queries.repeat_interleave(k, 0), query_mask.repeat_interleave(k, 0)
-    lengths = draw_lengths(cfg, queries.shape[0], gen, device)
-    responses, response_mask = _cut(cfg, tok, responses, lengths)
-    t1 = clock(device)
-    scores = score_responses(models, cfg, queries, query_mask, responses, response_mask)
+
+    def draw(prompts: torch.Tensor, prompt_mask: torch.Tensor) -> Drawn:
+        return draw_scored(models, cfg, prompts, prompt_mask, gen, timings)
+
+    if s.dynamic_sampling:
+        drawn, counts = dynamic_draw(draw, queries, query_mask, k, s.dynamic_sampling_tries, tok.pad_token_id,
+                                     refill)
+        timings.update(counts)
+    else:
+        drawn = draw(queries, query_mask)
+    prompt_ids, prompt_mask = drawn.prompts, drawn.prompt_mask
+    queries, query_mask = prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
+    responses, response_mask, sampler_logprobs = drawn.responses, drawn.response_mask, drawn.sampler_logprobs
+    scores, lengths = drawn.scores, drawn.lengths
     t2 = t_ref = clock(device)
     demos = demo_mask = None
     if cfg.reward.reward_transform != "none":
@@ -193,11 +221,11 @@ def collect_rollout(models: RolloutModels, cfg: EngineConfig, queries: torch.Ten
         timings["objective/kl_ref"] = float(kl_ref)
         ref_logprobs, _ = response_logprobs(models.anchor, input_ids, mask, responses, s.temperature, micro)
     t3 = clock(device)
-    timings.update({"time/generate": t1 - t0, "time/score": t2 - t1, "time/forward": t3 - t_baseline})
+    timings["time/forward"] = t3 - t_baseline
     diff_mean, diff_max = logprob_mismatch(sampler_logprobs, logprobs, response_mask)
     timings.update({"rollout/logprob_diff_mean": float(diff_mean), "rollout/logprob_diff_max": float(diff_max)})
     a = cfg.advantages
     ro = build_rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs, values,
                        scores, kl_coef, a.kl_estimator, a.gamma, a.lam, a.whiten_rewards,
-                       a.advantage_estimator, k, greedy_scores)
+                       a.advantage_estimator, k, greedy_scores, a.scale_rewards, sampler_logprobs)
     return ro._replace(demos=demos, demo_mask=demo_mask), first

@@ -20,6 +20,7 @@ from lightning_rlhf.models.value_head import PolicyWithValueHead, policy_outputs
 from lightning_rlhf.rl.aggregation import global_counts, token_weights
 from lightning_rlhf.rl.losses import PPOLoss, imitation_loss, ppo_loss
 from lightning_rlhf.rl.rollout import Rollout
+from lightning_rlhf.rl.rollout_correction import RolloutCorrection, rollout_correction_weights
 
 POLICY_STATS = {"loss/total": lambda o: o.loss, "loss/policy": lambda o: o.policy.loss,
                 "policy/entropy": lambda o: o.entropy, "policy/clipfrac": lambda o: o.policy.clip_frac,
@@ -81,7 +82,8 @@ def ppo_update(policy: PolicyWithValueHead, ro: Rollout, cfg: EngineConfig, opti
     The value loss is there only with a value head (``ro.values``), the KL loss only with
     ``kl_loss_coef`` > 0. With demos (``ro.demos``, BOND's forward term) the loss is
     ``jeffreys_beta * PPO loss + (1 - jeffreys_beta) * NLL of the demos``, the NLL a token mean
-    over the mini-batch's demo tokens on all ranks.
+    over the mini-batch's demo tokens on all ranks. With ``rollout_correction`` the policy term
+    of each token is weighted by the truncated ratio of the trainer's to the sampler's log-prob.
     """
     u, temperature, beta = cfg.update, cfg.sampling.temperature, cfg.reward.jeffreys_beta
     device = ro.responses.device
@@ -94,6 +96,7 @@ def ppo_update(policy: PolicyWithValueHead, ro: Rollout, cfg: EngineConfig, opti
     recorded = POLICY_STATS | (VALUE_STATS if ro.values is not None else {}) | (
         KL_LOSS_STATS if kl_loss_coef > 0 else {})
     demos = ro.demos is not None
+    correction = rollout_correction(ro, cfg)
     records: dict[str, list[torch.Tensor]] = {k: [] for k in (*recorded, "policy/ratio_max")}
     if demos:
         records[SFT_STAT] = []
@@ -123,7 +126,8 @@ def ppo_update(policy: PolicyWithValueHead, ro: Rollout, cfg: EngineConfig, opti
                     logprobs, entropy, vpred, ro.logprobs[idx], None if ro.values is None else ro.values[idx],
                     ro.advantages[idx], ro.returns[idx], ro.response_mask[idx],
                     u.cliprange, u.cliprange_value, u.vf_coef, u.entropy_coef, weights,
-                    ro.ref_logprobs[idx], kl_loss_coef)
+                    ro.ref_logprobs[idx], kl_loss_coef, u.cliprange_high, u.importance_sampling_level,
+                    None if correction is None else correction.weights[idx])
                 loss = out.loss
                 if demos:
                     demo_weights = token_weights(ro.demo_mask[idx], "token_mean", demo_tokens, sequences, scale=world)
@@ -160,4 +164,21 @@ def ppo_update(policy: PolicyWithValueHead, ro: Rollout, cfg: EngineConfig, opti
     result.stats = {k: torch.stack(v).mean() for k, v in records.items() if v}
     if records["policy/ratio_max"]:
         result.stats["policy/ratio_max"] = torch.stack(records["policy/ratio_max"]).max()
+    if correction is not None:
+        result.stats |= {"rollout_correction/ratio_mean": correction.ratio_mean,
+                         "rollout_correction/ratio_max": correction.ratio_max,
+                         "rollout_correction/frac_truncated": correction.frac_truncated,
+                         "rollout_correction/frac_masked": correction.frac_masked}
     return result
+
+
+def rollout_correction(ro: Rollout, cfg: EngineConfig) -> RolloutCorrection | None:
+    """The truncated sampler/trainer importance weights of the whole rollout (constants, so one
+    call serves every epoch), or None when the correction is off."""
+    u = cfg.update
+    if u.rollout_correction == "none":
+        return None
+    if ro.sampler_logprobs is None:
+        raise ConfigError("rollout_correction needs the sampler's log-probs in the rollout (Rollout.sampler_logprobs)")
+    return rollout_correction_weights(ro.logprobs, ro.sampler_logprobs, ro.response_mask, u.rollout_correction,
+                                      u.rollout_correction_cap)

@@ -12,8 +12,9 @@ from lightning_rlhf.errors import ConfigError
 
 def require_own_checkpoint(module: L.LightningModule, checkpoint: dict[str, Any], marker: str | None = None) -> None:
     """Refuse a checkpoint written by another module type before Lightning's key mismatch does."""
-    saved = checkpoint.get("state_dict", {})
-    missing = [k for k in module.state_dict() if k not in saved]
+    saved = checkpoint.get("state_dict")
+    # None: a sharded (distributed) checkpoint, whose weights the strategy loaded itself (fsdp2)
+    missing = [] if saved is None else [k for k in module.state_dict() if k not in saved]
     if missing or (marker is not None and marker not in checkpoint):
         name = type(module).__name__
         raise ConfigError(

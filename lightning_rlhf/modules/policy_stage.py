@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.export import export_at_fit_end, model_context
 from lightning_rlhf.models.lora import is_lora
+from lightning_rlhf.sharding import export_model, is_sharded, shard_lightning_module
 
 
 class PolicyStage(L.LightningModule):
@@ -25,6 +26,7 @@ class PolicyStage(L.LightningModule):
     """
 
     frozen_prefixes: tuple[str, ...] = ("ref_model.",)
+    unsharded_children: tuple[str, ...] = ("reward",)  # a frozen reward model stays whole on each rank
 
     def trained_lm(self) -> PreTrainedModel:
         """The causal LM being trained (without a value head)."""
@@ -47,6 +49,13 @@ class PolicyStage(L.LightningModule):
         lm = self.trained_lm()
         return copy.deepcopy(lm).merge_and_unload() if is_lora(lm) else lm
 
+    def configure_model(self) -> None:
+        """Under ``--trainer.strategy fsdp2``: FSDP2 per block on the policy and the reference (``sharding``)."""
+        shard_lightning_module(self, skip=self.unsharded_children)
+
     def on_fit_end(self) -> None:
-        lm = self.exportable_policy() if self.trainer.is_global_zero else self.trained_lm()
+        if is_sharded(self.trained_lm()):  # every rank gathers; rank 0 exports the full copy
+            lm = export_model(self.trained_lm())
+        else:
+            lm = self.exportable_policy() if self.trainer.is_global_zero else self.trained_lm()
         export_at_fit_end(self.trainer, self.hparams.export_dir, lm, self.tokenizer, "the policy and tokenizer")

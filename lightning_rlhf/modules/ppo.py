@@ -20,11 +20,14 @@ from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.modules.policy_stage import PolicyStage
 from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
-from lightning_rlhf.rl.aggregation import Aggregation
+from lightning_rlhf.rl.aggregation import Aggregation, LossType
 from lightning_rlhf.rl.anchor import ema_update_
-from lightning_rlhf.rl.estimators import Estimator
+from lightning_rlhf.rl.estimators import Estimator, ScaleRewards
 from lightning_rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLEstimator
+from lightning_rlhf.rl.losses import ImportanceSamplingLevel
 from lightning_rlhf.rl.reward_transforms import RewardTransform
+from lightning_rlhf.rl.rollout_correction import RolloutCorrectionMode
+from lightning_rlhf.sharding import gathered
 
 
 class PPOModule(PolicyStage):
@@ -70,7 +73,16 @@ class PPOModule(PolicyStage):
         num_mini_batches: Optimizer steps per pass; must divide the batch.
         micro_batch_size: Rows per forward/backward (gradient accumulation); must divide the mini-batch.
         loss_aggregation: How token losses add up (``rl.aggregation``); default: the estimator's own.
-        cliprange: Policy ratio clip.
+        loss_type: TRL's ``GRPOConfig.loss_type`` name for an aggregation: ``grpo``, ``dr_grpo``, ``dapo``, ``bnpo``.
+        scale_rewards: ``grpo``'s std: ``group`` (default), ``batch`` or ``none`` (TRL's ``scale_rewards``).
+        dynamic_sampling: Replace groups whose samples all score the same by other prompts' groups (DAPO).
+        dynamic_sampling_tries: Refills per iteration; groups still missing keep zero-std ones.
+        cliprange: Policy ratio clip (the lower one when cliprange_high is set).
+        cliprange_high: Upper ratio clip 1 + cliprange_high (DAPO's clip-higher, TRL's ``epsilon_high``).
+        importance_sampling_level: ``token`` (PPO) or ``sequence`` (GSPO's length-normalised ratio).
+        rollout_correction: ``none``, ``token_tis``, ``sequence_tis`` or ``sequence_mask``: weight the policy
+            loss by the truncated sampler/trainer ratio (``rl.rollout_correction``; for bf16 or external samplers).
+        rollout_correction_cap: Truncation (or mask) threshold of that ratio; > 1.
         cliprange_value: Value clip.
         vf_coef: Weight of the value loss.
         entropy_coef: Weight of the entropy bonus.
@@ -111,7 +123,12 @@ class PPOModule(PolicyStage):
         anchor_ema: float = 0.0, adaptive_kl: bool | None = None, kl_target: float = 6.0, kl_horizon: int = 10000,
         gamma: float = 1.0, lam: float = 0.95, whiten_rewards: bool = False, ppo_epochs: int = 4,
         num_mini_batches: int = 1, micro_batch_size: int | None = None, loss_aggregation: Aggregation | None = None,
-        cliprange: float = 0.2, cliprange_value: float = 0.2, vf_coef: float = 0.1, entropy_coef: float = 0.0,
+        loss_type: LossType | None = None, scale_rewards: ScaleRewards | None = None,
+        dynamic_sampling: bool = False, dynamic_sampling_tries: int = 3,
+        cliprange: float = 0.2, cliprange_high: float | None = None,
+        importance_sampling_level: ImportanceSamplingLevel = "token",
+        rollout_correction: RolloutCorrectionMode = "none", rollout_correction_cap: float = 3.0,
+        cliprange_value: float = 0.2, vf_coef: float = 0.1, entropy_coef: float = 0.0,
         max_grad_norm: float | None = 1.0, ratio_threshold: float = 10.0, logprob_tolerance: float = 1e-2,
         compile_generation: bool = True, max_bad_steps: int = 5, learning_rate: float = 1.41e-5,
         weight_decay: float = 0.0, warmup_steps: int = 0, lr_schedule: Schedule = "constant", adam_eps: float = 1e-8,
@@ -206,9 +223,24 @@ class PPOModule(PolicyStage):
                                 gradient_clip_algorithm="norm")
 
     def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict[str, float]):
-        """Steps 1-4 on (b, q) prompts: ``engine.collect_rollout``."""
-        return engine.collect_rollout(self.models, self.cfg, queries, query_mask, self.reward_kl_coef,
-                                      self._generator(), timings)
+        """Steps 1-4 on (b, q) prompts: ``engine.collect_rollout``; sharded models gathered once for it."""
+        with gathered(self.policy, self.ref_model, self.anchor):
+            return engine.collect_rollout(self.models, self.cfg, queries, query_mask, self.reward_kl_coef,
+                                          self._generator(), timings, self._refill_source())
+
+    def _refill_source(self):
+        """Dynamic sampling's refill: n train prompts drawn with the rollout generator (so resume
+        draws the same ones), or None (re-draw the dropped prompts) without a data module."""
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not self.hparams.dynamic_sampling or not hasattr(data, "train_prompts"):
+            return None
+        size = len(data.splits["train"])
+
+        def refill(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            idx = torch.randint(size, (n,), generator=self._generator(), device=self.device).tolist()
+            batch = data.train_prompts(idx)
+            return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        return refill
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         timings: dict[str, float] = {}

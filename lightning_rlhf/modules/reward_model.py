@@ -22,6 +22,7 @@ from lightning_rlhf.models.loading import (
 from lightning_rlhf.modules.checks import GlobalRNGCheckpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
 from lightning_rlhf.rl.bradley_terry import bradley_terry_loss
+from lightning_rlhf.sharding import export_model, shard_lightning_module
 
 Objective = Literal["classification", "pairwise"]
 OBJECTIVE_SHAPE = {"classification": "classification", "pairwise": "pairwise"}  # objective -> data.shape
@@ -50,7 +51,8 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
     (``data.shape: pairwise``, e.g. a ``lightning-rlhf-preferences`` folder) with the loss
     ``-log σ(r_c - r_r - margin)`` (``rl.bradley_terry``; TRL's ``RewardTrainer``), logging the
     pair accuracy and mean margin ``r_c - r_r``; PPO's ``reward_model: <export>`` scores with
-    that logit, with no ``positive_label`` to set. Both exports load with
+    that logit, with no ``positive_label`` to set; ``lightning-rlhf test`` on labelled reviews
+    (``data.shape: classification``) logs how well that logit ranks them (``test/auroc``). Both exports load with
     ``pipeline("text-classification")`` (for one logit it reports the sigmoid; pass
     ``function_to_apply="none"`` for the logit).
 
@@ -105,21 +107,25 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
         if self.pairwise:
             self.val_metrics = torch.nn.ModuleDict({k: MeanMetric() for k in PAIR_METRICS})
             self.test_metrics = torch.nn.ModuleDict({k: MeanMetric() for k in PAIR_METRICS})
+            self.label_auroc = BinaryAUROC()  # testing on labelled reviews: how well the logit ranks them
         else:
             metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()})
             self.val_metrics = metrics.clone(prefix="val/")
             self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss = MeanMetric()
+        self.scores_labels = False
 
     def setup(self, stage: str) -> None:
         require_same_tokenizer(self, self.tokenizer)
         shape = getattr(getattr(getattr(self.trainer, "datamodule", None), "hparams", None), "shape", None)
         want = OBJECTIVE_SHAPE[self.hparams.objective]
-        if shape is not None and shape != want:
+        self.scores_labels = self.pairwise and shape == "classification" and stage == "test"
+        if shape is not None and shape != want and not self.scores_labels:
             if self.pairwise:
                 what, fix = ("preference pairs (prompt, chosen, rejected)",
                              "set data.shape: pairwise and data.data_path to preference pairs (a "
-                             "lightning-rlhf-preferences folder), or model.init_args.objective: classification")
+                             "lightning-rlhf-preferences folder), or model.init_args.objective: classification "
+                             "(labelled reviews are for testing it: lightning-rlhf test)")
             else:
                 what, fix = ("labelled reviews (text, label)", "set data.shape: classification, or "
                              "model.init_args.objective: pairwise for preference pairs")
@@ -191,15 +197,21 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._reset(self.test_metrics)
+        if self.pairwise:
+            self.label_auroc.reset()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self.pairwise:
+        if self.scores_labels:  # a pairwise model's logit ranking labelled reviews (label 1 = positive)
+            self.label_auroc.update(self.rewards(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+        elif self.pairwise:
             self._update_pairs(batch, self.test_metrics)
         else:
             self._evaluate(batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        if self.pairwise:
+        if self.scores_labels:
+            self.log("test/auroc", self.label_auroc.compute())
+        elif self.pairwise:
             self.log_dict({f"test/{k}": m.compute() for k, m in self.test_metrics.items()})
         else:
             self.log_dict(self.test_metrics.compute())
@@ -213,6 +225,10 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
     def configure_optimizers(self) -> dict:
         return configure_adamw(self, self.model)
 
+    def configure_model(self) -> None:
+        """Under ``--trainer.strategy fsdp2``: FSDP2 per block (``sharding``)."""
+        shard_lightning_module(self)
+
     def on_fit_end(self) -> None:
         what = "one-logit reward model and tokenizer" if self.pairwise else "classifier and tokenizer"
-        export_at_fit_end(self.trainer, self.hparams.export_dir, self.model, self.tokenizer, what)
+        export_at_fit_end(self.trainer, self.hparams.export_dir, export_model(self.model), self.tokenizer, what)

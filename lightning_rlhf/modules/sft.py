@@ -15,6 +15,7 @@ from lightning_rlhf.models.loading import load_causal_lm, load_tokenizer
 from lightning_rlhf.modules.checks import GlobalRNGCheckpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
 from lightning_rlhf.rl.logprobs import left_pad_position_ids
+from lightning_rlhf.sharding import export_model, shard_lightning_module
 
 
 class SFTModule(GlobalRNGCheckpoint, L.LightningModule):
@@ -110,5 +111,10 @@ class SFTModule(GlobalRNGCheckpoint, L.LightningModule):
         texts = generate_texts(self.model, self.tokenizer, prompts, max_new_tokens, temperature, seed)
         return [{"prompt": p, "continuation": t} for p, t in zip(prompts, texts, strict=True)]
 
+    def configure_model(self) -> None:
+        """Under ``--trainer.strategy fsdp2``: FSDP2 per block (``sharding``)."""
+        shard_lightning_module(self)
+
     def on_fit_end(self) -> None:
-        export_at_fit_end(self.trainer, self.hparams.export_dir, self.model, self.tokenizer, "model and tokenizer")
+        export_at_fit_end(self.trainer, self.hparams.export_dir, export_model(self.model), self.tokenizer,
+                          "model and tokenizer")

@@ -24,7 +24,7 @@ KL̄ the group's mean (OpenRLHF's ``group_norm`` likewise normalises the scores 
 added). Folding the KL in first would weigh it by β/σ, so a group of near-equal scores would get
 unit-variance advantages that are mostly KL noise; subtracting it without the baseline makes
 every advantage of a high-KL group negative, and on the offline task that pushed the KL to 23-26
-nats (README, "Correctness round two").
+nats (docs/results.md, "Correctness round two").
 Token-level ones (``reinforce_pp*``, ``remax``) take per-token rewards: −β KL on each token and
 the score on the last.
 """
@@ -173,14 +173,15 @@ def remax_advantages(
 
 
 def sequence_kl_advantages(estimator: str, scores: torch.Tensor, kl: torch.Tensor, kl_coef: float,
-                           k: int) -> torch.Tensor:
+                           k: int, scale_rewards: ScaleRewards = "group") -> torch.Tensor:
     """(n,) advantages of ``rloo``/``grpo``/``dr_grpo`` with a KL penalty (module docstring).
 
     Args:
         scores: (n,) sequence scores; kl: (n,) each sequence's summed KL; kl_coef: β.
+        scale_rewards: ``grpo`` only: the std its scores are divided by (``scaled_group_advantages``).
     """
     if estimator == "grpo":
-        return grpo_advantages(scores, k) - kl_coef * (kl - group_mean_baseline(kl, k))
+        return scaled_group_advantages(scores, k, scale_rewards) - kl_coef * (kl - group_mean_baseline(kl, k))
     return sequence_advantages(estimator, scores - kl_coef * kl, k)
 
 
@@ -214,6 +215,18 @@ def scaled_group_advantages(scores: torch.Tensor, k: int, scale_rewards: ScaleRe
     centred = grpo_advantages(scores, k, scale_by_std=False)
     _, var = _global_moments(scores, torch.ones_like(scores), sync)
     return centred / (var.sqrt() + eps)
+
+
+def check_scale_rewards(estimator: str, scale_rewards: str | None) -> None:
+    """Refuse an unknown ``scale_rewards`` or one given to an estimator other than ``grpo``
+    (``dr_grpo`` is ``grpo`` with ``scale_rewards: none`` and the constant divisor)."""
+    if scale_rewards is None:
+        return
+    if scale_rewards not in SCALE_REWARDS:
+        raise ConfigError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, not '{scale_rewards}'")
+    if estimator != "grpo" and scale_rewards != "group":
+        raise ConfigError(f"scale_rewards sets the std grpo divides its group advantages by; advantage_estimator "
+                          f"'{estimator}' does not divide by one, so remove scale_rewards or use grpo")
 
 
 def nonzero_std_groups(scores: torch.Tensor, k: int) -> torch.Tensor:

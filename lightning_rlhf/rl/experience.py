@@ -8,6 +8,7 @@ from lightning_rlhf.rl.advantages import compute_gae, masked_whiten, per_token_r
 from lightning_rlhf.rl.estimators import (
     SEQUENCE_LEVEL,
     Estimator,
+    ScaleRewards,
     group_mean_baseline,
     reinforce_pp_advantages,
     remax_advantages,
@@ -34,6 +35,8 @@ def build_rollout(
     estimator: Estimator = "gae",
     samples_per_prompt: int = 1,
     greedy_scores: torch.Tensor | None = None,
+    scale_rewards: ScaleRewards = "group",
+    sampler_logprobs: torch.Tensor | None = None,
 ) -> Rollout:
     """Per-token KL penalty and score, then the estimator's advantages.
 
@@ -50,6 +53,9 @@ def build_rollout(
     Args:
         values: (n, r) for ``gae``; None for the critic-free estimators.
         greedy_scores: (n,) scores of greedy responses, for ``remax``.
+        scale_rewards: ``grpo``'s std (``rl.estimators.scaled_group_advantages``).
+        sampler_logprobs: (n, r) the sampler's log-probs of the responses, kept for the rollout
+            correction (``rl.rollout_correction``).
         samples_per_prompt: k; rows ``i * k .. i * k + k - 1`` answer the same prompt.
     Shapes: see ``Rollout``.
     """
@@ -65,7 +71,8 @@ def build_rollout(
     else:
         values = None
         if estimator in SEQUENCE_LEVEL:
-            advantages = sequence_kl_advantages(estimator, scores, kl.sum(-1), kl_coef, samples_per_prompt)
+            advantages = sequence_kl_advantages(estimator, scores, kl.sum(-1), kl_coef, samples_per_prompt,
+                                                scale_rewards)
             advantages = advantages.unsqueeze(-1) * mask
         elif estimator == "remax":
             if greedy_scores is None:
@@ -77,4 +84,4 @@ def build_rollout(
             advantages = reinforce_pp_advantages(rewards, mask, baseline, gamma)
         returns = advantages
     return Rollout(queries, query_mask, responses, response_mask, logprobs, ref_logprobs, values,
-                   scores, rewards, advantages, returns, kl)
+                   scores, rewards, advantages, returns, kl, sampler_logprobs=sampler_logprobs)

@@ -26,6 +26,8 @@ class Rollout(NamedTuple):
         demos: (b, d) responses the forward (SFT) term imitates, each row's prompt's best
             reference sample (BOND); None without that term.
         demo_mask: (b, d) 1 on the demos' response tokens.
+        sampler_logprobs: (b, r) the sampler's own log-probs of the responses (they differ a
+            little from ``logprobs`` under bf16 or a compiled decoder); None when not kept.
     """
 
     queries: torch.Tensor
@@ -42,6 +44,7 @@ class Rollout(NamedTuple):
     kl: torch.Tensor
     demos: torch.Tensor | None = None
     demo_mask: torch.Tensor | None = None
+    sampler_logprobs: torch.Tensor | None = None
 
     def input_ids(self, index: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """(b, q + r) query + response ids of the selected rows."""
