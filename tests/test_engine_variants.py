@@ -2,6 +2,7 @@
 options reach the loss, the correction weights scale the update, zero-std groups are replaced."""
 
 import math
+from dataclasses import replace
 
 import lightning as L
 import pytest
@@ -9,7 +10,7 @@ import torch
 from helpers import engine_setup, make_dm, make_ppo
 
 import lightning_rlhf.engine.update as update_mod
-from lightning_rlhf.engine import AdvantageConfig, EngineConfig, Optimization, collect_rollout, ppo_update
+from lightning_rlhf.engine import AdvantageConfig, Optimization, collect_rollout, ppo_update
 from lightning_rlhf.engine.dynamic import Drawn, dynamic_draw, pad_cat
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.rl.experience import build_rollout
@@ -18,9 +19,9 @@ from lightning_rlhf.rl.experience import build_rollout
 def critic_free(tiny_gpt2, tokenizer_dir, **update):
     """The engine set-up with RLOO, 2 samples per prompt (no value loss), one epoch."""
     models, cfg, queries, query_mask = engine_setup(tiny_gpt2, tokenizer_dir, value_head=False, ppo_epochs=1, **update)
-    sampling = cfg.sampling.__class__(**{**cfg.sampling.__dict__, "samples_per_prompt": 2})
-    return models, EngineConfig(sampling, cfg.reward, AdvantageConfig(advantage_estimator="rloo"), cfg.update), \
-        queries, query_mask
+    cfg = replace(cfg, sampling=replace(cfg.sampling, samples_per_prompt=2),
+                  advantages=AdvantageConfig(advantage_estimator="rloo"))
+    return models, cfg, queries, query_mask
 
 
 def one_update(models, cfg, ro) -> list[torch.Tensor]:
@@ -36,8 +37,7 @@ def test_token_tis_weights_scale_the_policy_update(tiny_gpt2, tokenizer_dir):
     models, cfg, queries, query_mask = critic_free(tiny_gpt2, tokenizer_dir, fuse_first_forward=False)
     ro, _ = collect_rollout(models, cfg, queries, query_mask, 0.0, torch.Generator().manual_seed(0), {})
     plain = one_update(models, cfg, ro)
-    corrected_cfg = EngineConfig(cfg.sampling, cfg.reward, cfg.advantages,
-                                 cfg.update.__class__(**{**cfg.update.__dict__, "rollout_correction": "token_tis"}))
+    corrected_cfg = replace(cfg, update=replace(cfg.update, rollout_correction="token_tis"))
     drifted = ro._replace(sampler_logprobs=(ro.logprobs - math.log(2)) * ro.response_mask)
     corrected = one_update(models, corrected_cfg, drifted)
     assert sum(d.abs().sum() for d in plain) > 0

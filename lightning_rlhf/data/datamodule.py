@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal
 
 import datasets
@@ -156,12 +157,10 @@ class IMDBDataModule(L.LightningDataModule):
         the shuffled order), so no prompt has pairs on both sides: held-out accuracy measures
         prompts the model never trained on."""
         prompts = train["prompt"]
+        count = Counter(prompts)  # in the order the prompts are first met
         held: set[str] = set()
-        count: dict[str, int] = {}
-        for p in prompts:
-            count[p] = count.get(p, 0) + 1
         taken = 0
-        for p in dict.fromkeys(prompts):
+        for p in count:
             if taken >= n_val:
                 break
             held.add(p)
