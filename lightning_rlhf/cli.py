@@ -11,11 +11,11 @@ from typing import Any
 
 import lightning as L
 from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import lightning_rlhf.modules  # noqa: F401  (registers SFTModule, ... for --model=Name)
-from lightning_rlhf.callbacks import InterruptCheckpoint, RunProgress
+from lightning_rlhf.callbacks import InterruptCheckpoint, LastAndBestCheckpoint, RunProgress
 from lightning_rlhf.config_files import expand_config_args
 from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.errors import (
@@ -130,12 +130,12 @@ def check_output_paths(config: Any) -> None:
 
 
 class RLHFCLI(LightningCLI):
-    """Adds ``checkpoint`` (ModelCheckpoint keeping last + best), ``interrupt_checkpoint`` and
+    """Adds ``checkpoint`` (``LastAndBestCheckpoint``: the best and the newest state), ``interrupt_checkpoint`` and
     ``build_tokenizer``; replaces Lightning's progress bar with ``RunProgress``; keeps a CPU run's
     bf16 only where the CPU has it (``precision``)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastAndBestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         parser.add_class_arguments(TokenizerRecipe, "build_tokenizer")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})

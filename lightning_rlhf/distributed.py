@@ -55,3 +55,30 @@ def gather_flat(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts).reshape(-1)
+
+
+def rank() -> int:
+    """This process's rank in the running group (0 without one)."""
+    return dist.get_rank() if group_running() else 0
+
+
+def gather_objects(obj: object) -> list:
+    """Every process's ``obj`` in rank order (``[obj]`` without a process group).
+
+    Per-rank state such as each rank's sampling generator must go into the checkpoint, which
+    rank 0 alone writes: saving rank 0's copy would give every rank rank 0's stream on resume.
+    A collective: call it on every rank (checkpoint hooks run on all of them)."""
+    if not group_running():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def this_ranks(saved: list | object) -> object | None:
+    """This rank's entry of a list ``gather_objects`` saved; None when the run has more processes
+    than the saving run had (that rank starts a fresh stream). A bare object (a checkpoint from
+    before the per-rank lists) is rank 0's and is returned to rank 0 only."""
+    saved = saved if isinstance(saved, list) else [saved]
+    index = rank()
+    return saved[index] if index < len(saved) else None

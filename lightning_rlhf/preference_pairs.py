@@ -81,7 +81,8 @@ def make_shard(model, tokenizer, reward, prompt_ids: list[list[int]], args, gene
         responses = sample_responses(model, ids, mask, args.max_new_tokens, args.temperature, generator, eos,
                                      tokenizer.pad_token_id, samples_per_prompt=k)
         prompts = decode_responses(tokenizer, ids, mask)
-        texts = decode_responses(tokenizer, responses, response_mask_after_stop(responses, eos))
+        texts = decode_responses(tokenizer, responses, response_mask_after_stop(responses, eos),
+                                 after=(ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)))
         scores = reward([p for p in prompts for _ in range(k)], texts).tolist()
         for i, prompt in enumerate(prompts):
             group, group_scores = texts[i * k: (i + 1) * k], scores[i * k: (i + 1) * k]

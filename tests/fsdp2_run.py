@@ -4,6 +4,8 @@ with ``fsdp2`` (FSDP2 through ModelParallelStrategy) or ``ddp``.
 Usage: fsdp2_run.py MODE OUT TOKENIZER DATA DEVICES STRATEGY [CKPT], MODE one of
   ppo_update  one PPO update on ``fixed_rollout`` (AdamW with a large eps: linear in the gradient);
   ppo_clip    the same with max_grad_norm 1e-3 (clipping on sharded gradients);
+  ppo_adamw   two PPO epochs on ``fixed_rollout`` with AdamW as configured for training (lr 1e-4,
+              clipping to 1.0): compared between fsdp2 and DDP;
   dpo         one SGD step of DPO on 8 pairs (4 per rank with 2 processes);
   rollout     one PPO iteration sampled from the policy: each rank records its tokens and how many
               FSDP all-gathers the rollout made;
@@ -97,12 +99,14 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     callbacks: list = []
     extra: dict = {}
-    if mode in ("ppo_update", "ppo_clip"):
-        clip = {"max_grad_norm": 1e-3} if mode == "ppo_clip" else {}
+    if mode in ("ppo_update", "ppo_clip", "ppo_adamw"):
+        optim = {"ppo_update": LINEAR_ADAM, "ppo_clip": {**LINEAR_ADAM, "max_grad_norm": 1e-3},
+                 "ppo_adamw": dict(learning_rate=1e-4, max_grad_norm=1.0, ppo_epochs=2, num_mini_batches=1)}[mode]
         module = FixedRolloutPPO(policy_name_or_path=None, policy_config=tiny, tokenizer_name_or_path=tokenizer_dir,
                                  reward_model=None, reward_fn="helpers:char_count", response_min_tokens=16,
-                                 response_max_tokens=16, export_dir=f"{out}.export", **{**LINEAR_ADAM, **clip})
-        dm, trained, max_steps = make_dm(data, tokenizer_dir, batch_size=4), lambda m: m.policy, 1
+                                 response_max_tokens=16, export_dir=f"{out}.export", **optim)
+        dm, trained = make_dm(data, tokenizer_dir, batch_size=4), (lambda m: m.policy)
+        max_steps = optim["ppo_epochs"]
     elif mode == "dpo":
         module = SGDDPO(policy_name_or_path=None, policy_config=tiny, tokenizer_name_or_path=tokenizer_dir,
                         export_dir=f"{out}.export")

@@ -36,6 +36,22 @@ def test_fit_logs_exports_and_resumes(tmp_path, tiny_gpt2, tokenizer_dir, imdb_d
     assert state["global_step"] == 9
 
 
+def test_last_ckpt_is_the_newest_state_when_the_monitored_value_stops_improving(tmp_path, tiny_gpt2,
+                                                                                 tokenizer_dir, imdb_dir):
+    """Monitoring val/loss with mode max, only the first validation (step 3) is "best". Lightning
+    2.6 alone then leaves last.ckpt at step 3 after a 6-step run; ours holds step 6, and
+    extending the run from it continues from step 6."""
+    config = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
+    cli = build_cli(["fit", "--config", str(config), "--checkpoint.mode", "max"])
+    assert cli.trainer.global_step == 6
+    assert [p.name for p in (tmp_path / "ckpt").glob("epoch=*.ckpt")] == ["epoch=0-step=3.ckpt"]
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 6
+    resumed = build_cli(["fit", "--config", str(config), "--checkpoint.mode", "max", "--trainer.max_steps", "8",
+                         "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt")])
+    assert min(s for s, _ in read_events(resumed.trainer.log_dir)[0]["train/loss"]) >= 6
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 8
+
+
 def test_print_config_lists_the_module(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir):
     config = sft_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir)
     out = StringIO()

@@ -82,7 +82,7 @@ def test_bad_inputs_end_with_one_error_line(fresh_checkout, tmp_path, tokenizer_
         (["lightning-rlhf-eval", "--policy", "a=x"], ["the following arguments are required"]),
         (["lightning-rlhf-pipeline", "--preset", "nope"], ["no preset at 'configs/nope'", "offline"]),
         (["lightning-rlhf-pipeline", "--algo", "ppo,nope"],
-         ["--algo nope: 'configs/offline/nope.yaml' is not an RL config", "grpo, ppo, rloo"]),
+         ["--algo nope: 'configs/offline/nope.yaml' is not an RL config", "grpo, ppo, ppo-pairwise, rloo"]),
         (["lightning-rlhf-preferences", "--policy", "artifacts/offline/sft", "--reward-model", clf, "--data", imdb_dir,
           "--out", str(tmp_path / "pairs")], ["'artifacts/offline/sft' does not exist"]),
         (["lightning-rlhf-tokenizer", "--data", "./missing", "--out", str(tmp_path / "tok")],

@@ -255,8 +255,8 @@ def test_pipeline_bad_inputs(bad, args, words, capsys, monkeypatch, tmp_path):
 FRONTIER = [
     pytest.param("--config {root}/gone.yaml", ["do not exist"], id="config-missing"),
     pytest.param("--config {root}/adir", ["is a folder, not a YAML file"], id="config-folder"),
-    pytest.param("--config {root}/broken.yaml", ["is not readable YAML"], id="config-not-yaml"),
-    pytest.param("--config {root}/binary.yaml", ["is not readable YAML"], id="config-binary"),
+    pytest.param("--config {root}/broken.yaml", ["is not a readable YAML file"], id="config-not-yaml"),
+    pytest.param("--config {root}/binary.yaml", ["is not a readable YAML file"], id="config-binary"),
     pytest.param("--config {root}/list.yaml", ["holds a list, not a mapping"], id="config-a-list"),
     pytest.param("--config {root}/sweep_no_method_config.yaml", ["method 'ppo' names", "nope.yaml', which does not"],
                  id="method-config-missing"),

@@ -115,3 +115,21 @@ def test_cli_keeps_cpu_bf16_only_with_native_support(tmp_path, tiny_gpt2, tokeni
     assert f"precision: {expected}" in capsys.readouterr().out
     kept = cli.build_cli(["--config", str(config)], run=False)  # 32-true asked: nothing to say
     assert kept.trainer.precision == "32-true" and "precision:" not in capsys.readouterr().out
+
+
+def test_a_bf16_checkpoint_loads_as_fp32_master_weights(tmp_path, tiny_gpt2):
+    """transformers keeps a checkpoint's stored dtype; a bf16 hub model (Qwen2.5, Llama 3) would
+    otherwise train bf16 masters under bf16-mixed and round small updates away."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from lightning_rlhf.models.loading import load_causal_lm, load_sequence_classifier
+    from lightning_rlhf.modules.reward_model import load_reward_head
+
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(**tiny_gpt2)).to(torch.bfloat16)
+    lm.save_pretrained(tmp_path / "lm")
+    classifier = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(**tiny_gpt2, num_labels=2))
+    classifier.to(torch.bfloat16).save_pretrained(tmp_path / "classifier")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "lm").dtype == torch.bfloat16, "the premise"
+    assert load_causal_lm(str(tmp_path / "lm")).dtype == torch.float32
+    assert load_sequence_classifier(str(tmp_path / "classifier")).dtype == torch.float32
+    assert load_reward_head(str(tmp_path / "lm"), None, 0).dtype == torch.float32

@@ -49,3 +49,31 @@ def test_score_normalizer():
     fresh.load_state_dict(state)
     assert fresh.fitted and fresh.shift.item() == 3.0 and fresh.scale.item() == 2.0
     assert ScoreNormalizer(enabled=False, clip=None)(torch.tensor([7.0])).item() == 7.0
+
+
+def _sentencepiece_style_tokenizer():
+    """Word-level with Llama's Metaspace pre-tokenizer and decoder: a sequence's first word is
+    decoded without its space, as a Llama or Mistral tokenizer does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<pad>": 1, "▁the": 2, "▁movie": 3, "▁was": 4, "▁great": 5}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer, core.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>")
+
+
+def test_a_response_is_decoded_after_its_prompt_so_the_reward_reads_the_whole_text():
+    """The reward model reads ``prompt + response``: decoded alone, a SentencePiece response loses
+    its leading space ("the moviewas great"); decoded after its (left-padded) prompt it keeps it,
+    and a response's padding after its stop is still dropped."""
+    from lightning_rlhf.generation.texts import decode_responses
+
+    tok = _sentencepiece_style_tokenizer()
+    prompts, prompt_mask = torch.tensor([[1, 2, 3], [2, 3, 4]]), torch.tensor([[0, 1, 1], [1, 1, 1]])
+    responses, response_mask = torch.tensor([[4, 5], [5, 1]]), torch.tensor([[1, 1], [1, 0]])
+    assert decode_responses(tok, responses, response_mask) == ["was great", "great"]
+    texts = decode_responses(tok, responses, response_mask, after=(prompts, prompt_mask))
+    assert texts == [" was great", " great"]
+    heads = decode_responses(tok, prompts, prompt_mask)
+    assert [h + t for h, t in zip(heads, texts, strict=True)] == ["the movie was great", "the movie was great"]

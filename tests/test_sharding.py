@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import TINY_DISTILBERT, TINY_GPT2, TINY_LLAMA, write_jsonl
+from tb_events import read_events
 
 SCRIPT = Path(__file__).with_name("fsdp2_run.py")
 
@@ -48,6 +49,20 @@ def test_a_sharded_ppo_update_is_the_one_process_update(tmp_path, tokenizer_dir,
     assert r0["sharded"] and r0["checksum"] == r1["checksum"], "both ranks gather the same weights"
     if mode == "ppo_clip":  # the first AdamW step is lr * g / (|g| + eps) per weight: norm 1e-3 / 10 after clipping
         assert abs(one.norm().item() - 1e-4) < 1e-6
+
+
+@pytest.mark.slow
+def test_two_adamw_steps_under_fsdp2_are_ddps(tmp_path, tokenizer_dir, imdb_dir):
+    """The training optimizer as configured (AdamW, lr 1e-4, clipping to norm 1.0), two PPO
+    epochs on the fixed rollout: sharded moments and clipping on DTensors give DDP's weights."""
+    for strategy in ("fsdp2", "ddp"):
+        _run("ppo_adamw", tmp_path / f"{strategy}.pt", tokenizer_dir, imdb_dir, 2, strategy)
+    sharded, ddp = torch.load(tmp_path / "fsdp2.pt"), torch.load(tmp_path / "ddp.pt")
+    assert ddp.norm() > 0
+    assert _rel(ddp, sharded) <= 1e-5
+    for strategy in ("fsdp2", "ddp"):
+        r0, r1 = _ranks(tmp_path / f"{strategy}.pt")
+        assert r0["checksum"] == r1["checksum"], "both ranks hold the same weights"
 
 
 @pytest.mark.slow
@@ -93,20 +108,28 @@ def test_a_rollout_from_the_sharded_policy_is_ddps_and_gathers_once(tmp_path, to
     assert generate("the movie", max_new_tokens=3, do_sample=False)[0]["generated_text"].startswith("the movie")
 
 
-@pytest.mark.slow
-def test_a_sharded_run_resumes_from_its_distributed_checkpoint_exactly(tmp_path, tokenizer_dir, imdb_dir):
-    """A PPO iteration writes a sharded checkpoint (a folder of per-rank shards and meta.pt); a run
-    resumed from it starts with exactly the weights (value head included), AdamW moments and KL
-    coefficient the first run ended with, and trains on from there."""
-    first, resumed = tmp_path / "first_1.pt", tmp_path / "resumed_2.pt"
-    _run("resume", first, tokenizer_dir, imdb_dir, 2)
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp2", marks=pytest.mark.slow)])
+def test_a_two_process_run_resumed_from_its_checkpoint_is_the_straight_run(tmp_path, tokenizer_dir, imdb_dir,
+                                                                            strategy):
+    """Two PPO iterations on 2 processes, straight and as 1 + 1 resumed from the first run's
+    checkpoint (under fsdp2 a folder of per-rank shards and meta.pt): the resumed run starts with
+    exactly the weights (value head included), AdamW moments and KL coefficient the first ended
+    with, and ends with the straight run's weights on every rank. Each rank samples from its own
+    generator, so the checkpoint must carry every rank's generator state, not rank 0's."""
+    straight, first, resumed = tmp_path / "straight_2.pt", tmp_path / "first_1.pt", tmp_path / "resumed_2.pt"
+    _run("resume", straight, tokenizer_dir, imdb_dir, 2, strategy)
+    _run("resume", first, tokenizer_dir, imdb_dir, 2, strategy)
     ckpt = Path(f"{first}.ckpt") / "step=1.ckpt"
-    assert ckpt.is_dir() and (ckpt / "meta.pt").is_file() and len(list(ckpt.glob("*.distcp"))) == 2
-    _run("resume", resumed, tokenizer_dir, imdb_dir, 2, ckpt=str(ckpt))
-    for a, b in zip(_ranks(first), _ranks(resumed), strict=True):
+    if strategy == "fsdp2":
+        assert ckpt.is_dir() and (ckpt / "meta.pt").is_file() and len(list(ckpt.glob("*.distcp"))) == 2
+    _run("resume", resumed, tokenizer_dir, imdb_dir, 2, strategy, ckpt=str(ckpt))
+    for a, b, c in zip(_ranks(first), _ranks(resumed), _ranks(straight), strict=True):
         assert b["start"] == a["end"], "weights and KL coefficient"
         assert b["optimizer_at_start"] == a["optimizer_at_end"] and a["optimizer_at_end"][0] > 0
         assert len(b["steps"]) == 1 and b["end"] != b["start"], "one more iteration, which trains"
+        assert b["steps"][0]["responses"] == c["steps"][1]["responses"], "this rank's own sampling stream"
+        assert b["end"] == c["end"] and b["optimizer_at_end"] == c["optimizer_at_end"]
+    assert torch.equal(torch.load(resumed), torch.load(straight))
 
 
 @pytest.mark.parametrize("config, kind, blocks", [
@@ -176,3 +199,36 @@ def test_fsdp2_is_a_registered_short_name():
     trainer = L.Trainer(strategy="fsdp2", accelerator="cpu", devices=2, logger=False)
     assert isinstance(trainer.strategy, FSDP2Strategy)
     assert trainer.strategy._tensor_parallel_size == 1
+
+
+def test_a_sharded_ppo_run_through_the_cli_exports_a_pipeline_model(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir,
+                                                                      wordpiece_classifier_dir):
+    """``lightning-rlhf fit --trainer.strategy fsdp2 --trainer.devices 2`` on CPU: two PPO
+    iterations scored by a classifier with its own WordPiece tokenizer (it gets decoded text, as
+    ``lvwerra/distilbert-imdb`` does for a non-GPT-2 policy), a sample table at every iteration
+    (rank 0 generates, every rank gathers the weights: rank 0 alone would hang), a sharded
+    checkpoint at step 2, and one export that ``transformers.pipeline`` loads."""
+    import shutil
+
+    import yaml
+    from helpers import ppo_config
+    from transformers import pipeline
+
+    config = ppo_config(tmp_path, tiny_gpt2, tokenizer_dir, imdb_dir, wordpiece_classifier_dir)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["max_steps"] = 2  # ppo_epochs 1, one mini-batch: one optimizer step per iteration
+    config.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "LIGHTNING_RLHF_DEBUG": "1",
+           "PYTHONPATH": os.pathsep.join([str(SCRIPT.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([shutil.which("lightning-rlhf") or "lightning-rlhf", "fit", "--config", str(config),
+                           "--trainer.strategy", "fsdp2", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert last.is_dir() and (last / "meta.pt").is_file() and len(list(last.glob("*.distcp"))) == 2
+    assert torch.load(last / "meta.pt", weights_only=False)["global_step"] == 2
+    tables = read_events(tmp_path / "logs")[1]["samples/text_summary"]
+    assert len(tables) == 2 and all(t.startswith("| prompt | response | reward |") for t in tables)
+    generate = pipeline("text-generation", model=str(tmp_path / "export"), device="cpu")
+    out = generate("the movie", max_new_tokens=4, do_sample=False)[0]["generated_text"]
+    assert out.startswith("the movie") and len(out) > len("the movie")

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import lightning as L
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
+from lightning_rlhf.sharding import gathered
+
 DEFAULT_PROMPTS = [
     "This movie was",
     "I went to see this film",
@@ -102,14 +104,15 @@ class SampleTableLogger(L.Callback):
         return trainer.fit_loop.epoch_loop._batches_that_stepped
 
     def log_table(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        loggers = [lg for lg in trainer.loggers if can_hold_tables(lg)]
+        """Rank 0 generates and logs. Under ``fsdp2`` every rank first takes part in gathering the
+        weights (a collective; rank 0 alone would wait for the others forever)."""
+        loggers = [lg for lg in trainer.loggers if can_hold_tables(lg)]  # the same on every rank
         if not loggers:
             return
-        with trainer.precision_plugin.forward_context():
-            rows = pl_module.sample_rows(self.prompts, self.max_new_tokens, self.temperature, self.seed)
-        log_sample_table(loggers, rows, self._step(trainer))
+        with gathered(*pl_module.children()), trainer.precision_plugin.forward_context():
+            if trainer.is_global_zero:
+                rows = pl_module.sample_rows(self.prompts, self.max_new_tokens, self.temperature, self.seed)
+                log_sample_table(loggers, rows, self._step(trainer))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.on_validation and not trainer.sanity_checking:

@@ -67,7 +67,7 @@ def score_responses(models: RolloutModels, cfg: EngineConfig, queries: torch.Ten
     score normalisation (fitted on the first batch, over all ranks)."""
     tok, s = models.tokenizer, cfg.sampling
     prompts = decode_responses(tok, queries, query_mask)
-    texts = decode_responses(tok, responses, response_mask)
+    texts = decode_responses(tok, responses, response_mask, after=(queries, query_mask))
     scores = models.reward(prompts, texts).to(queries.device)
     if s.stop_at_eos and cfg.reward.missing_eos_penalty is not None:
         missing = missing_eos(responses, response_mask, tok.eos_token_id, s.response_max_tokens)

@@ -205,7 +205,7 @@ def sample_candidates(path: str, prompts: list[str], n: int, max_new_tokens: int
         nll.append(-(logprobs_from_logits(logits, out, 1.0) * mask).sum(-1).view(-1, n))
         logprob.append((logprobs_from_logits(logits, out, temperature) * mask).sum(-1).view(-1, n))
         counts.append(mask.sum(-1).view(-1, n))
-        flat = decode_responses(tok, out, mask)
+        flat = decode_responses(tok, out, mask, after=(ids[:, :-out.shape[1]], full_mask[:, :-out.shape[1]]))
         texts.extend(flat[i: i + n] for i in range(0, len(flat), n))
     return Candidates(texts, torch.cat(nll), torch.cat(counts), torch.cat(logprob))
 

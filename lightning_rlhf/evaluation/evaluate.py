@@ -82,7 +82,7 @@ def evaluate_policy(name: str, path: str, ref: torch.nn.Module, reward, prompts:
         nll -= float((logprobs_from_logits(ref_logits, out, 1.0) * mask).sum())
         n_tokens += int(mask.sum())
         lengths.extend(mask.sum(-1).tolist())
-        responses.extend(decode_responses(tok, out, mask))
+        responses.extend(decode_responses(tok, out, mask, after=(enc["input_ids"], enc["attention_mask"])))
     figures, scores = text_figures(prompts, responses, reward, judge)
     figures |= {
         "kl_to_reference": sum(kl) / len(kl),

@@ -6,10 +6,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lightning_rlhf.callbacks.snapshots import snapshot_count_problem
-from lightning_rlhf.config_files import config_chain
+from lightning_rlhf.config_files import config_chain, read_mapping
 from lightning_rlhf.errors import ConfigError, MissingInputError
 
 
@@ -110,15 +108,7 @@ def read_yaml_mapping(path: Path, what: str, start: str = "configs/offline/front
     """A YAML file holding a mapping (or nothing), else an input error naming the file."""
     if not path.is_file():
         raise MissingInputError(f"{what} '{path}' is a folder, not a YAML file; give the .yaml file in it")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{what} '{path}' is not readable YAML ({reason}); fix it, or start from {start}") from err
-    if not isinstance(raw, dict | None):
-        raise ConfigError(f"{what} '{path}' holds a {type(raw).__name__}, not a mapping of settings; start from "
-                          f"{start}")
-    return raw or {}
+    return read_mapping(path, f"{what} '{path}'", f"fix it, or start from {start}")
 
 
 def load_settings(path: str | Path) -> FrontierSettings:

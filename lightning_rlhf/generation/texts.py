@@ -36,17 +36,36 @@ def generate_texts(
         model, enc["input_ids"], enc["attention_mask"], max_new_tokens, temperature,
         generator, eos, tokenizer.pad_token_id,
     )
-    return decode_responses(tokenizer, responses, response_mask_after_stop(responses, eos))
+    return decode_responses(tokenizer, responses, response_mask_after_stop(responses, eos),
+                            after=(enc["input_ids"], enc["attention_mask"]))
 
 
-def decode_responses(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor,
-                     mask: torch.Tensor | None = None) -> list[str]:
+def decode_responses(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor, mask: torch.Tensor | None = None,
+                     after: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[str]:
     """Decode (b, t) ids, keeping only the positions where ``mask`` (b, t) is 1.
 
     Works for left-padded queries and for responses masked after their stop alike; special
     tokens (EOS, padding) are dropped, as a reward model's tokenizer expects plain text.
+
+    ``after``: the (b, q) prompt ids and mask each row continues. Each row is then decoded after
+    its prompt and the prompt's text cut off, so ``prompt + response`` is the text of the whole
+    sequence: a SentencePiece tokenizer (Llama, Mistral) drops a leading space when a response
+    is decoded alone ("the movie" + "was great"); byte-level BPE (GPT-2, Qwen) keeps it either way.
     """
+    rows = _kept(ids, mask)
+    plain = [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+    if after is None:
+        return plain
+    texts = []
+    for prefix, row, alone in zip(_kept(*after), rows, plain, strict=True):
+        head = tokenizer.decode(prefix, skip_special_tokens=True)
+        whole = tokenizer.decode(prefix + row, skip_special_tokens=True)
+        texts.append(whole[len(head):] if whole.startswith(head) else alone)
+    return texts
+
+
+def _kept(ids: torch.Tensor, mask: torch.Tensor | None) -> list[list[int]]:
     rows = ids.tolist()
-    if mask is not None:
-        rows = [[t for t, m in zip(row, keep, strict=True) if m] for row, keep in zip(rows, mask.tolist(), strict=True)]
-    return [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+    if mask is None:
+        return rows
+    return [[t for t, m in zip(row, keep, strict=True) if m] for row, keep in zip(rows, mask.tolist(), strict=True)]

@@ -145,13 +145,19 @@ def build_from_config(
 def load_causal_lm(
     name_or_path: str | None, config: dict[str, Any] | None = None, seed: int = 0
 ) -> PreTrainedModel:
-    """Causal LM from a small config (random init) or a hub id / local folder."""
+    """Causal LM from a small config (random init) or a hub id / local folder, in fp32.
+
+    fp32 because transformers loads weights in the dtype they are stored in: a bf16 hub
+    checkpoint (Qwen2.5, Llama 3) would otherwise train bf16 master weights and AdamW state under
+    ``bf16-mixed``, where small updates are rounded away. The Trainer's precision casts from here.
+    """
     if config is not None:
         return build_from_config(config, "causal_lm", seed)
     if name_or_path is None:
         raise ConfigError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
-    return from_source("model", name_or_path, AutoModelForCausalLM.from_pretrained)
+    return from_source("model", name_or_path,
+                       lambda source, **kw: AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kw))
 
 
 def load_sequence_classifier(
@@ -174,7 +180,8 @@ def load_sequence_classifier(
         raise ConfigError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
     return from_source("model", name_or_path,
-                       lambda source, **kw: AutoModelForSequenceClassification.from_pretrained(source, **labels, **kw))
+                       lambda source, **kw: AutoModelForSequenceClassification.from_pretrained(
+                           source, **labels, dtype=torch.float32, **kw))  # fp32 masters, as load_causal_lm
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

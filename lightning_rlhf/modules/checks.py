@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning_rlhf.distributed import gather_objects, this_ranks
 from lightning_rlhf.errors import ConfigError
 
 
@@ -40,13 +41,14 @@ class GlobalRNGCheckpoint:
     Loading refuses a checkpoint another module type wrote."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        state = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng"] = gather_objects(state)  # one per rank: their dropout streams differ
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_own_checkpoint(self, checkpoint)
-        self._pending_rng = checkpoint.get("rng")
+        self._pending_rng = this_ranks(checkpoint["rng"]) if "rng" in checkpoint else None
 
     def on_train_start(self) -> None:
         rng, self._pending_rng = getattr(self, "_pending_rng", None), None

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedModel
 
 from lightning_rlhf import engine
-from lightning_rlhf.distributed import all_ranks_true, global_mean
+from lightning_rlhf.distributed import all_ranks_true, gather_objects, global_mean, this_ranks
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.modules.policy_stage import PolicyStage
@@ -180,15 +180,16 @@ class PPOModule(PolicyStage):
         return self.policy.lm
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        generators = gather_objects(self._generator().get_state())  # one per rank, in rank order
         checkpoint["ppo"] = {"kl_ctl": self.kl_ctl.state_dict(), "guard": self.guard.state_dict(),
-                             "ratio_skips": self.ratio_skips, "generator": self._generator().get_state()}
+                             "ratio_skips": self.ratio_skips, "generator": generators}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_own_checkpoint(self, checkpoint, marker="ppo")
         self.kl_ctl.load_state_dict(checkpoint["ppo"]["kl_ctl"])
         self.guard.load_state_dict(checkpoint["ppo"]["guard"])
         self.ratio_skips = checkpoint["ppo"]["ratio_skips"]
-        self._pending_generator_state = checkpoint["ppo"]["generator"]
+        self._pending_generator_state = this_ranks(checkpoint["ppo"]["generator"])  # one per rank
 
     def _generator(self) -> torch.Generator:
         if self.generator is None or self.generator.device != self.device:

@@ -39,7 +39,7 @@ def load_reward_head(name_or_path: str | None, config: dict[str, Any] | None, se
         raise ConfigError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
     return from_source("model", name_or_path, lambda source, **kw: AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=1, ignore_mismatched_sizes=True, **kw))
+        source, num_labels=1, ignore_mismatched_sizes=True, dtype=torch.float32, **kw))  # fp32 as load_causal_lm
 
 
 class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
