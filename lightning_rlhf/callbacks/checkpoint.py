@@ -11,7 +11,7 @@ class LastAndBestCheckpoint(ModelCheckpoint):
 
     Lightning 2.6 writes ``last.ckpt`` only at steps where it also saved a top-k checkpoint, and
     at the end of training only when it never saved one: a run whose monitored value stopped
-    improving left a ``last.ckpt`` of an older step (an SFT run of 1,469 steps ended with
+    improving left a ``last.ckpt`` of an older step (a reward-model run of 1,469 steps ended with
     ``last.ckpt`` at step 1,000), so resuming or extending it silently went back in time and the
     newest state was lost. Here every validation end and the end of training also write
     ``last.ckpt`` when no checkpoint was written at that step. Every rank calls it, as Lightning's.
