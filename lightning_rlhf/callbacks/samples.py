@@ -105,11 +105,13 @@ class SampleTableLogger(L.Callback):
 
     def log_table(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Rank 0 generates and logs. Under ``fsdp2`` every rank first takes part in gathering the
-        weights (a collective; rank 0 alone would wait for the others forever)."""
+        trained model's weights (a collective; rank 0 alone would wait for the others forever);
+        frozen ones (the reference) are not sampled from, so they stay sharded."""
         loggers = [lg for lg in trainer.loggers if can_hold_tables(lg)]  # the same on every rank
         if not loggers:
             return
-        with gathered(*pl_module.children()), trainer.precision_plugin.forward_context():
+        trained = [m for m in pl_module.children() if any(p.requires_grad for p in m.parameters())]
+        with gathered(*trained), trainer.precision_plugin.forward_context():
             if trainer.is_global_zero:
                 rows = pl_module.sample_rows(self.prompts, self.max_new_tokens, self.temperature, self.seed)
                 log_sample_table(loggers, rows, self._step(trainer))

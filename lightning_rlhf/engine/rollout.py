@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lightning_rlhf.distributed import gather_flat
 from lightning_rlhf.engine.config import EngineConfig
 from lightning_rlhf.engine.dynamic import Drawn, dynamic_draw
-from lightning_rlhf.generation import decode_responses, sample_responses
+from lightning_rlhf.generation import decode_with_prompts, kept_tokens, sample_responses
 from lightning_rlhf.models.value_head import PolicyWithValueHead, policy_outputs, response_logprobs
 from lightning_rlhf.rewards import ScoreNormalizer
 from lightning_rlhf.rl.experience import build_rollout
@@ -66,8 +66,7 @@ def score_responses(models: RolloutModels, cfg: EngineConfig, queries: torch.Ten
     """(n,) scores of the decoded prompt + response texts, after the missing-EOS penalty and the
     score normalisation (fitted on the first batch, over all ranks)."""
     tok, s = models.tokenizer, cfg.sampling
-    prompts = decode_responses(tok, queries, query_mask)
-    texts = decode_responses(tok, responses, response_mask, after=(queries, query_mask))
+    prompts, texts = decode_with_prompts(tok, kept_tokens(queries, query_mask), kept_tokens(responses, response_mask))
     scores = models.reward(prompts, texts).to(queries.device)
     if s.stop_at_eos and cfg.reward.missing_eos_penalty is not None:
         missing = missing_eos(responses, response_mask, tok.eos_token_id, s.response_max_tokens)

@@ -6,6 +6,13 @@ loop (``eager``) or the compiled static-cache step (``static_step``), both drawi
 """
 
 from lightning_rlhf.generation.sampler import Sampler, sample_responses
-from lightning_rlhf.generation.texts import decode_responses, encode_prompts, generate_texts
+from lightning_rlhf.generation.texts import (
+    decode_responses,
+    decode_with_prompts,
+    encode_prompts,
+    generate_texts,
+    kept_tokens,
+)
 
-__all__ = ["Sampler", "decode_responses", "encode_prompts", "generate_texts", "sample_responses"]
+__all__ = ["Sampler", "decode_responses", "decode_with_prompts", "encode_prompts", "generate_texts", "kept_tokens",
+           "sample_responses"]

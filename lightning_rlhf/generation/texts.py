@@ -52,19 +52,29 @@ def decode_responses(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor, mask
     sequence: a SentencePiece tokenizer (Llama, Mistral) drops a leading space when a response
     is decoded alone ("the movie" + "was great"); byte-level BPE (GPT-2, Qwen) keeps it either way.
     """
-    rows = _kept(ids, mask)
-    plain = [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+    rows = kept_tokens(ids, mask)
     if after is None:
-        return plain
-    texts = []
-    for prefix, row, alone in zip(_kept(*after), rows, plain, strict=True):
+        return [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+    return decode_with_prompts(tokenizer, kept_tokens(*after), rows)[1]
+
+
+def decode_with_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+                        responses: list[list[int]]) -> tuple[list[str], list[str]]:
+    """The texts of prompts and of the responses that continue them (token lists, padding
+    already dropped), each prompt decoded once: ``prompt + response`` is the whole sequence's
+    text (``decode_responses``'s ``after``); a response whose sequence does not start with its
+    prompt's text is decoded alone."""
+    heads, texts = [], []
+    for prefix, row in zip(prompts, responses, strict=True):
         head = tokenizer.decode(prefix, skip_special_tokens=True)
         whole = tokenizer.decode(prefix + row, skip_special_tokens=True)
-        texts.append(whole[len(head):] if whole.startswith(head) else alone)
-    return texts
+        heads.append(head)
+        texts.append(whole[len(head):] if whole.startswith(head) else tokenizer.decode(row, skip_special_tokens=True))
+    return heads, texts
 
 
-def _kept(ids: torch.Tensor, mask: torch.Tensor | None) -> list[list[int]]:
+def kept_tokens(ids: torch.Tensor, mask: torch.Tensor | None) -> list[list[int]]:
+    """The rows of (b, t) ``ids`` as token lists, keeping the positions where ``mask`` is 1."""
     rows = ids.tolist()
     if mask is None:
         return rows
