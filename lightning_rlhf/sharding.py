@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -79,8 +80,6 @@ def is_sharded(model: torch.nn.Module | None) -> bool:
 
 def is_sharded_checkpoint(path: Any) -> bool:
     """Whether ``path`` is the folder a distributed-checkpoint save writes (per-rank shards + meta)."""
-    from pathlib import Path
-
     folder = Path(path)
     return folder.is_dir() and (folder / _METADATA_FILENAME).is_file()
 

@@ -82,7 +82,19 @@ def test_classification_keeps_labels(imdb_dir, tokenizer_dir):
     assert batch["labels"].shape == (8,)
     assert set(batch["labels"].tolist()) <= {0, 1}
     assert batch["input_ids"].shape[1] <= 16
-    assert len(dm.splits["test"]) == 80
+    assert "test" not in dm.splits, "a fit does not tokenize the test reviews"
+    assert len(dm.test_dataloader().dataset) == 80 and len(dm.splits["test"]) == 80
+
+
+def test_a_fit_shapes_train_and_validation_only_and_test_comes_when_asked(imdb_dir, tokenizer_dir):
+    fit = _dm(imdb_dir, tokenizer_dir, shape="lm", block_size=32)
+    assert set(fit.splits) == {"train", "validation"}
+    fit.setup("test")
+    both = IMDBDataModule(data_path=str(imdb_dir), tokenizer=tokenizer_dir, shape="lm", block_size=32, val_size=20)
+    both.setup()  # no stage: every split
+    assert set(both.splits) == {"train", "validation", "test"}
+    for name in ("train", "validation", "test"):
+        assert fit.splits[name]["input_ids"] == both.splits[name]["input_ids"], name
 
 
 def test_missing_path_names_the_fix(tokenizer_dir):

@@ -263,6 +263,7 @@ def test_judge_split_never_sees_the_reward_models_reviews(tokenizer_dir, imdb_di
         dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="classification", val_size=20,
                             max_eval_samples=30, seed=0, **kw)
         dm.setup("fit")
+        dm.setup("test")
         return {name: [tuple(x) for x in ds["input_ids"]] for name, ds in dm.splits.items()}
 
     reward, judge = splits(), splits(train_split="test")

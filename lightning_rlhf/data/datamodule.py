@@ -27,6 +27,7 @@ from lightning_rlhf.models.loading import load_tokenizer
 Shape = Literal["lm", "prompts", "classification", "preferences", "pairwise"]
 SHAPES = ("lm", "prompts", "classification", "preferences", "pairwise")
 PAIR_SHAPES = ("preferences", "pairwise")
+STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
 
 
 class IMDBDataModule(L.LightningDataModule):
@@ -102,35 +103,44 @@ class IMDBDataModule(L.LightningDataModule):
             )
         self.save_hyperparameters()
         self.tokenizer = load_tokenizer(tokenizer, pad_with_eos=pad_with_eos)
-        self.splits: dict[str, datasets.Dataset] = {}
+        self.splits: dict[str, datasets.Dataset] = {}  # shaped (tokenized) splits
+        self._unshaped: dict[str, datasets.Dataset] = {}  # split but not yet shaped
         self.pair_columns: dict[str, dict[str, list]] = {}  # split -> distinct pairs/samples_per_prompt values
 
     # -- preparing splits -------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+        """Split once; shape (tokenize, pack) only the splits ``stage`` reads, the rest when first asked
+        for: a fit never tokenizes the 25,000 test reviews."""
         hp = self.hparams
-        raw = (load_preferences(hp.data_path, hp.preference_columns) if hp.shape in PAIR_SHAPES
-               else load_reviews(hp.data_path))
-        if hp.shape in PAIR_SHAPES:
-            self.pair_columns = best_of_n_columns(raw)  # tokenizing drops these columns
-        parts = self._split_train(raw)
-        if "test" in raw:
-            parts["test"] = raw["test"].shuffle(seed=hp.seed)
-        if hp.train_split == "test":
-            parts |= self._train_on_test(parts.get("test"))
-        for name, ds in parts.items():
-            limit = hp.max_train_samples if name == "train" else hp.max_eval_samples
-            if limit is not None:
-                ds = ds.select(range(min(limit, len(ds))))
-            ds = self._shape(ds)
-            if len(ds) == 0:
-                raise ConfigError(
-                    f"the {name} split of '{hp.data_path}' is empty after filtering for shape "
-                    f"'{hp.shape}' (min_review_chars={hp.min_review_chars}, "
-                    f"block_size={hp.block_size}); use more data or relax those settings"
-                )
-            self.splits[name] = ds
+        if not self._unshaped and not self.splits:
+            raw = (load_preferences(hp.data_path, hp.preference_columns) if hp.shape in PAIR_SHAPES
+                   else load_reviews(hp.data_path))
+            if hp.shape in PAIR_SHAPES:
+                self.pair_columns = best_of_n_columns(raw)  # tokenizing drops these columns
+            parts = self._split_train(raw)
+            if "test" in raw:
+                parts["test"] = raw["test"].shuffle(seed=hp.seed)
+            if hp.train_split == "test":
+                parts |= self._train_on_test(parts.get("test"))
+            self._unshaped = parts
+        wanted = STAGE_SPLITS.get(stage or "", tuple(self._unshaped))
+        for name in [n for n in self._unshaped if n in wanted]:
+            self._shape_split(name)
+
+    def _shape_split(self, name: str) -> None:
+        hp = self.hparams
+        ds = self._unshaped.pop(name)
+        limit = hp.max_train_samples if name == "train" else hp.max_eval_samples
+        if limit is not None:
+            ds = ds.select(range(min(limit, len(ds))))
+        ds = self._shape(ds)
+        if len(ds) == 0:
+            raise ConfigError(
+                f"the {name} split of '{hp.data_path}' is empty after filtering for shape "
+                f"'{hp.shape}' (min_review_chars={hp.min_review_chars}, "
+                f"block_size={hp.block_size}); use more data or relax those settings"
+            )
+        self.splits[name] = ds
 
     def _split_train(self, raw: datasets.DatasetDict) -> dict[str, datasets.Dataset]:
         """The source's own validation split if it has one, else ``val_size`` reviews held out of train."""
@@ -258,6 +268,8 @@ class IMDBDataModule(L.LightningDataModule):
         return collators[self.hparams.shape]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
+        if split in self._unshaped:
+            self._shape_split(split)
         if split not in self.splits:
             raise ConfigError(
                 f"the data source '{self.hparams.data_path}' has no {split} split; "
