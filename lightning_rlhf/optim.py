@@ -53,9 +53,14 @@ def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def configure_adamw(module, model: torch.nn.Module) -> dict:
+def configure_adamw(module, model: torch.nn.Module, steps_per_batch: int = 1) -> dict:
     """``configure_optimizers`` for a module with ``learning_rate``, ``weight_decay``,
-    ``warmup_steps`` and ``lr_schedule`` hyperparameters, scheduled over the whole fit."""
-    hp = module.hparams
+    ``warmup_steps`` and ``lr_schedule`` (and optionally ``adam_eps``) hyperparameters, scheduled
+    over the whole fit. A module that steps its optimizer itself (PPO: ``steps_per_batch``
+    optimizer steps per training batch) is scheduled over ``max_steps`` where set, since its
+    ``global_step`` counts optimizer steps, else over every batch's steps."""
+    hp, trainer = module.hparams, module.trainer
+    manual = not module.automatic_optimization and trainer.max_steps > 0
+    total = trainer.max_steps if manual else int(trainer.estimated_stepping_batches) * steps_per_batch
     return adamw_with_schedule(decay_groups(model, hp.weight_decay), hp.learning_rate, hp.weight_decay,
-                               hp.warmup_steps, int(module.trainer.estimated_stepping_batches), hp.lr_schedule)
+                               hp.warmup_steps, total, hp.lr_schedule, eps=hp.get("adam_eps", 1e-8))

@@ -89,7 +89,7 @@ class Probe(L.Callback):
             == ro.queries.tolist(),
         })
         self.record["value_params"] = sum(p.numel() for n, p in pl_module.named_parameters() if "value" in n)
-        self.record["generator_seed"] = pl_module.generator.initial_seed()
+        self.record["generator_seed"] = pl_module.sampling.generator.initial_seed()
 
     def teardown(self, trainer, pl_module, stage):  # after the module's on_fit_end export
         self.record["exports"] = len(EXPORTS)

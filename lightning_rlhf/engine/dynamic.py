@@ -114,3 +114,18 @@ def dynamic_draw(draw: Callable[[torch.Tensor, torch.Tensor], Drawn], prompts: t
     return out, {"dynamic_sampling/zero_std_groups": float(counts[0]),
                  "dynamic_sampling/refill_prompts": float(counts[1]),
                  "dynamic_sampling/zero_std_kept": float(counts[2])}
+
+
+def train_prompt_refill(data, generator: torch.Generator,
+                        device: torch.device) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None:
+    """``dynamic_draw``'s refill from a data module with ``train_prompts(indices)`` (``IMDBDataModule``): n train
+    prompts drawn with the rollout ``generator``, so a resumed run draws the same ones; None without one."""
+    if not hasattr(data, "train_prompts"):
+        return None
+    size = len(data.splits["train"])
+
+    def refill(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(size, (n,), generator=generator, device=device).tolist()
+        batch = data.train_prompts(idx)
+        return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    return refill

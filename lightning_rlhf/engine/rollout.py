@@ -54,6 +54,11 @@ class RolloutModels:
     reward_module: torch.nn.Module | None = None
 
 
+def is_finite(ro: Rollout) -> bool:
+    """Whether this rank's scores, KL and values (where there are some) are all finite."""
+    return all(bool(torch.isfinite(x).all()) for x in (ro.scores, ro.kl, ro.values) if x is not None)
+
+
 def clock(device: torch.device) -> float:
     """Wall time that includes queued GPU work."""
     if device.type == "cuda":

@@ -1,8 +1,8 @@
 """``PPOModule``: the Lightning orchestration of the policy-gradient engine (``lightning_rlhf.engine``).
 
-One ``training_step`` is one iteration on a batch of prompts (manual optimization):
-``collect_rollout``, ``ppo_update`` (``ppo_epochs * num_mini_batches`` optimizer steps, which
-``global_step`` counts), KL control; this module holds the hooks, logging and checkpoint state.
+One ``training_step`` is one iteration on a batch of prompts (manual optimization): ``collect_rollout``,
+``ppo_update`` (``ppo_epochs * num_mini_batches`` optimizer steps, which ``global_step`` counts), KL control;
+this module holds the hooks, logging and checkpoint state.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from transformers import PreTrainedModel
 
 from lightning_rlhf import engine
-from lightning_rlhf.distributed import all_ranks_true, gather_objects, global_mean, this_ranks
+from lightning_rlhf.distributed import all_ranks_true, global_mean
+from lightning_rlhf.engine.dynamic import train_prompt_refill
 from lightning_rlhf.guard import NonFiniteGuard
 from lightning_rlhf.modules.checks import require_own_checkpoint, require_same_tokenizer
 from lightning_rlhf.modules.policy_stage import PolicyStage
-from lightning_rlhf.optim import Schedule, adamw_with_schedule, decay_groups
+from lightning_rlhf.modules.rollout_generator import RolloutGenerator
+from lightning_rlhf.optim import Schedule, configure_adamw
 from lightning_rlhf.rl.aggregation import Aggregation, LossType
 from lightning_rlhf.rl.anchor import ema_update_
 from lightning_rlhf.rl.estimators import Estimator, ScaleRewards
@@ -150,26 +152,18 @@ class PPOModule(PolicyStage):
         self.kl_ctl = (AdaptiveKLController(beta, kl_target, kl_horizon) if resolved["adaptive_kl"]
                        else FixedKLController(beta))
         self.guard = NonFiniteGuard(max_bad_steps)
-        self.ratio_skips = 0
-        self.mismatch_warned = False
-        self.generator: torch.Generator | None = None
-        self._pending_generator_state: torch.Tensor | None = None
+        self.ratio_skips, self.mismatch_warned = 0, False
+        self.sampling = RolloutGenerator(sampling_seed)
 
     @property
     def rlhf_stage(self) -> str:
         """``ppo`` for GAE, else the estimator's name: the progress lines' prefix."""
-        estimator = self.hparams.advantage_estimator
-        return "ppo" if estimator == "gae" else estimator
+        return "ppo" if self.hparams.advantage_estimator == "gae" else self.hparams.advantage_estimator
 
-    @property
-    def reward_kl_coef(self) -> float:
-        """beta of the KL in the reward (the controller's value), or 0 when the KL is not there."""
-        return self.kl_ctl.value if self.hparams.kl_in_reward else 0.0
-
-    @property
-    def loss_kl_coef(self) -> float:
-        """The KL loss's coefficient (the controller's value), or 0 when off."""
-        return self.kl_ctl.value if self.hparams.kl_loss_coef > 0 else 0.0
+    def kl_coefs(self) -> tuple[float, float]:
+        """beta of the KL in the reward and of the KL loss: the controller's value where each is on, else 0."""
+        beta, hp = self.kl_ctl.value, self.hparams
+        return (beta if hp.kl_in_reward else 0.0), (beta if hp.kl_loss_coef > 0 else 0.0)
 
     @property
     def optimizer_steps_per_batch(self) -> int:
@@ -180,25 +174,18 @@ class PPOModule(PolicyStage):
         return self.policy.lm
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        generators = gather_objects(self._generator().get_state())  # one per rank, in rank order
-        checkpoint["ppo"] = {"kl_ctl": self.kl_ctl.state_dict(), "guard": self.guard.state_dict(),
-                             "ratio_skips": self.ratio_skips, "generator": generators}
+        checkpoint["ppo"] = {"kl_ctl": self.kl_ctl.state_dict(), "guard": self.guard.state_dict(), "ratio_skips":
+                             self.ratio_skips, "generator": self.sampling.state(self.device, self.global_rank)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_own_checkpoint(self, checkpoint, marker="ppo")
         self.kl_ctl.load_state_dict(checkpoint["ppo"]["kl_ctl"])
         self.guard.load_state_dict(checkpoint["ppo"]["guard"])
         self.ratio_skips = checkpoint["ppo"]["ratio_skips"]
-        self._pending_generator_state = this_ranks(checkpoint["ppo"]["generator"])  # one per rank
+        self.sampling.load(checkpoint["ppo"]["generator"])
 
     def _generator(self) -> torch.Generator:
-        if self.generator is None or self.generator.device != self.device:
-            self.generator = torch.Generator(device=self.device)
-            self.generator.manual_seed(self.hparams.sampling_seed + self.global_rank)
-        if self._pending_generator_state is not None:
-            self.generator.set_state(self._pending_generator_state.cpu())
-            self._pending_generator_state = None
-        return self.generator
+        return self.sampling.get(self.device, self.global_rank)
 
     def setup(self, stage: str) -> None:
         hp, data = self.hparams, getattr(getattr(self.trainer, "datamodule", None), "hparams", None)
@@ -211,57 +198,43 @@ class PPOModule(PolicyStage):
         require_same_tokenizer(self, self.tokenizer)
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(
-            self.trainer.estimated_stepping_batches) * self.optimizer_steps_per_batch
-        return adamw_with_schedule(decay_groups(self.policy, hp.weight_decay), hp.learning_rate, hp.weight_decay,
-                                   hp.warmup_steps, total, hp.lr_schedule, eps=hp.adam_eps)
+        return configure_adamw(self, self.policy, self.optimizer_steps_per_batch)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # gradients are unscaled here under AMP (Lightning #18089), so the norm is the real one
         if self.hparams.max_grad_norm:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm,
-                                gradient_clip_algorithm="norm")
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
 
     def rollout(self, queries: torch.Tensor, query_mask: torch.Tensor, timings: dict[str, float]):
         """Steps 1-4 on (b, q) prompts: ``engine.collect_rollout``; sharded models gathered once for it."""
-        with gathered(self.policy, self.ref_model, self.anchor):
-            return engine.collect_rollout(self.models, self.cfg, queries, query_mask, self.reward_kl_coef,
-                                          self._generator(), timings, self._refill_source())
-
-    def _refill_source(self):
-        """Dynamic sampling's refill: n train prompts drawn with the rollout generator (so resume
-        draws the same ones), or None (re-draw the dropped prompts) without a data module."""
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if not self.hparams.dynamic_sampling or not hasattr(data, "train_prompts"):
-            return None
-        size = len(data.splits["train"])
-
-        def refill(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            idx = torch.randint(size, (n,), generator=self._generator(), device=self.device).tolist()
-            batch = data.train_prompts(idx)
-            return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-        return refill
+        refill = train_prompt_refill(data, self._generator(), self.device) if self.hparams.dynamic_sampling else None
+        with gathered(self.policy, self.ref_model, self.anchor):
+            return engine.collect_rollout(self.models, self.cfg, queries, query_mask, self.kl_coefs()[0],
+                                          self._generator(), timings, refill)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         timings: dict[str, float] = {}
         ro, first = self.rollout(batch["input_ids"], batch["attention_mask"], timings)
-        checked = [x for x in (ro.scores, ro.kl, ro.values) if x is not None]
-        if not all_ranks_true(all(bool(torch.isfinite(x).all()) for x in checked), self.device):
+        if not all_ranks_true(engine.rollout.is_finite(ro), self.device):
             self.guard.bad(self.global_step, "non-finite score, KL or value in the rollout")
             self.log("guard/skipped_steps", float(self.guard.skipped))
             return
-        self._check_logprob_mismatch(timings.get("rollout/logprob_diff_mean", 0.0))
+        diff = timings.get("rollout/logprob_diff_mean", 0.0)
+        if diff > self.hparams.logprob_tolerance and not self.mismatch_warned:
+            self.mismatch_warned = True
+            rank_zero_warn(engine.logprob_mismatch_warning(self.global_step, diff, self.hparams.logprob_tolerance))
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         optim = engine.Optimization(self.optimizers(), self.lr_schedulers(), self.manual_backward, block or nullcontext)
         t0 = engine.rollout.clock(self.device)
+        reward_beta, loss_beta = self.kl_coefs()
         result = engine.ppo_update(self.policy, ro, self.cfg, optim, self._generator(), self.guard, self.global_step,
-                                   self.loss_kl_coef, first=first)
+                                   loss_beta, first=first)
         timings["time/update"] = engine.rollout.clock(self.device) - t0
         self.ratio_skips += result.ratio_skips
         if self.anchor is not None:
             ema_update_(self.anchor.parameters(), self.policy.lm.parameters(), self.hparams.anchor_ema)
-        logs = engine.rollout_stats(ro, self.reward_kl_coef or self.loss_kl_coef, self.tokenizer.eos_token_id,
+        logs = engine.rollout_stats(ro, reward_beta or loss_beta, self.tokenizer.eos_token_id,
                              self.hparams.samples_per_prompt) | {
             "objective/kl_coef": torch.tensor(self.kl_ctl.value),
             "guard/skipped_steps": torch.tensor(float(self.guard.skipped)),
@@ -271,11 +244,6 @@ class PPOModule(PolicyStage):
                       on_step=True, on_epoch=False, batch_size=ro.queries.shape[0],
                       sync_dist=self.trainer.world_size > 1)
         self.kl_ctl.update(float(global_mean(ro.kl.sum(-1))), ro.queries.shape[0] * self.trainer.world_size)
-
-    def _check_logprob_mismatch(self, diff_mean: float) -> None:
-        if diff_mean > self.hparams.logprob_tolerance and not self.mismatch_warned:
-            self.mismatch_warned = True
-            rank_zero_warn(engine.logprob_mismatch_warning(self.global_step, diff_mean, self.hparams.logprob_tolerance))
 
     def sample_rows(self, prompts: list[str], max_new_tokens: int, temperature: float, seed: int) -> list[dict]:
         """Rows for the sample table: ``engine.sample_table_rows``."""
