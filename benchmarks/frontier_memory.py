@@ -61,8 +61,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "policy"
-        n_params = build_policy(load_settings(args.config).reference, policy, args.n_layer, args.n_embd)
-        settings = replace(load_settings(args.config), reference=str(policy), out=str(Path(tmp) / "out"),
+        frontier = load_settings(args.config)
+        n_params = build_policy(frontier.reference, policy, args.n_layer, args.n_embd)
+        settings = replace(frontier, reference=str(policy), out=str(Path(tmp) / "out"),
                            num_prompts=args.num_prompts, compile_generation=True)
         sweep = Sweep(settings, log=lambda *a: None)
         start = memory_mib()
