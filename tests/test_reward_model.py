@@ -17,7 +17,7 @@ from lightning_rlhf.data import IMDBDataModule
 from lightning_rlhf.errors import ConfigError
 from lightning_rlhf.modules import RewardModelModule
 from lightning_rlhf.rewards import SentimentClassifierReward, build_reward
-from lightning_rlhf.rl.bradley_terry import bradley_terry_loss
+from lightning_rlhf.rl.bradley_terry import bradley_terry_loss, soft_preference
 
 
 def test_reward_model_learns_and_exports(tmp_path, tokenizer_dir, imdb_dir):
@@ -111,6 +111,26 @@ def test_bradley_terry_loss_by_hand():
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     torch.testing.assert_close(rc.grad, torch.tensor([-sig(-1.0) / 2 + 0.03, -sig(1.0) / 2 + 0.01]))
     assert bradley_terry_loss(torch.tensor([1.0]), torch.tensor([1.0])).accuracy.item() == 0.0, "a tie is not won"
+
+
+def test_soft_labels_by_hand():
+    # labeller scores 3 vs 1 at τ 2: p = σ(1); 0 vs 0: p = 1/2
+    p = soft_preference(torch.tensor([3.0, 0.0]), torch.tensor([1.0, 0.0]), temperature=2.0)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    torch.testing.assert_close(p, torch.tensor([sig(1.0), 0.5]))
+    rc, rr = torch.tensor([2.0, 0.0], requires_grad=True), torch.tensor([1.0, 1.0])
+    out = bradley_terry_loss(rc, rr, target=p)
+    # z = 1 and -1: (-(σ(1) log σ(1) + σ(-1) log σ(-1)) - (log σ(-1) + log σ(1)) / 2) / 2
+    first = -(sig(1.0) * log_sigmoid(1.0) + sig(-1.0) * log_sigmoid(-1.0))
+    second = -(log_sigmoid(-1.0) + log_sigmoid(1.0)) / 2
+    assert out.loss.item() == pytest.approx((first + second) / 2)
+    out.loss.backward()
+    # d/dz = σ(z) - p, halved by the mean: 0 where the reward gap already equals the labeller's, σ(-1) - 1/2 else
+    torch.testing.assert_close(rc.grad, torch.tensor([0.0, (sig(-1.0) - 0.5) / 2]))
+    hard = bradley_terry_loss(rc.detach(), rr, target=torch.ones(2))
+    assert hard.loss.item() == pytest.approx(bradley_terry_loss(rc.detach(), rr).loss.item()), "p = 1 is the hard loss"
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        soft_preference(torch.zeros(1), torch.zeros(1), temperature=0.0)
 
 
 def _sentence(rng: random.Random, words: list[str]) -> str:
@@ -212,6 +232,30 @@ def test_the_margin_column_enters_the_loss(tokenizer_dir, tmp_path):
     torch.testing.assert_close(module._pairwise(batch).loss, expected)
 
 
+def test_soft_labels_come_from_the_pairs_scores(tokenizer_dir, tmp_path):
+    rows = [{**r, "chosen_score": 1.0 + i % 4, "rejected_score": -1.0} for i, r in enumerate(_preference_rows(40, 3))]
+    data = str(write_jsonl(tmp_path / "scored" / "train.jsonl", rows).parent)
+    dm = _pairwise_dm(data, tokenizer_dir, batch_size=6)
+    dm.setup("fit")
+    assert dm.has_scores()
+    batch = next(iter(dm.ordered_loader("validation")))
+    scores = dm.splits["validation"]["chosen_score"][:6]
+    assert batch["chosen_score"].tolist() == scores and batch["rejected_score"].tolist() == [-1.0] * 6
+    module = _pairwise_rm(tokenizer_dir, label_temperature=2.0).eval()
+    r_c = module.rewards(batch["chosen_input_ids"], batch["chosen_attention_mask"])
+    r_r = module.rewards(batch["rejected_input_ids"], batch["rejected_attention_mask"])
+    p, z = torch.sigmoid((torch.tensor(scores) + 1.0) / 2.0), r_c - r_r
+    expected = -(p * torch.nn.functional.logsigmoid(z) + (1 - p) * torch.nn.functional.logsigmoid(-z)).mean()
+    torch.testing.assert_close(module._pairwise(batch).loss, expected)
+
+
+def test_soft_labels_on_pairs_without_scores_are_refused(pairs_dir, tokenizer_dir, tmp_path):
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ConfigError, match="needs the labeller's chosen_score and rejected_score"):
+        trainer.fit(_pairwise_rm(tokenizer_dir, label_temperature=1.0), _pairwise_dm(pairs_dir, tokenizer_dir))
+
+
 @pytest.mark.parametrize("objective, shape, message", [
     ("pairwise", "classification", "objective pairwise trains on preference pairs .* data.shape is 'classification'"),
     ("pairwise", "preferences", "set data.shape: pairwise"),
@@ -238,6 +282,8 @@ def test_pairwise_shape_on_labelled_reviews_is_refused(tokenizer_dir, imdb_dir):
     (dict(objective="ranking"), "objective must be classification or pairwise"),
     (dict(center_rewards_coefficient=0.01), "center_rewards_coefficient applies to objective pairwise only"),
     (dict(objective="pairwise", center_rewards_coefficient=-1.0), "center_rewards_coefficient must be >= 0"),
+    (dict(label_temperature=1.0), "label_temperature .* applies to objective pairwise only"),
+    (dict(objective="pairwise", label_temperature=0.0), "label_temperature must be > 0"),
 ])
 def test_bad_reward_model_settings(tokenizer_dir, kw, message):
     with pytest.raises(ConfigError, match=message):

@@ -78,7 +78,8 @@ class PreferenceCollator:
 class PairwiseCollator:
     """Whole chosen and rejected texts right-padded to one width: ``chosen_input_ids``,
     ``chosen_attention_mask``, ``rejected_input_ids``, ``rejected_attention_mask`` (b, t), each
-    pair's row ``index`` (b,), and ``margin`` (b,) float when the rows have one."""
+    pair's row ``index`` (b,), and ``margin``, ``chosen_score``, ``rejected_score`` (b,) floats
+    when the rows have them."""
 
     pad_token_id: int
 
@@ -89,6 +90,7 @@ class PairwiseCollator:
         out = {"chosen_input_ids": ids[:b], "chosen_attention_mask": mask[:b],
                "rejected_input_ids": ids[b:], "rejected_attention_mask": mask[b:],
                "index": torch.tensor([r["index"] for r in rows], dtype=torch.long)}
-        if "margin" in rows[0]:
-            out["margin"] = torch.tensor([float(r["margin"]) for r in rows], dtype=torch.float32)
+        for key in ("margin", "chosen_score", "rejected_score"):
+            if key in rows[0]:
+                out[key] = torch.tensor([float(r[key]) for r in rows], dtype=torch.float32)
         return out

@@ -18,7 +18,7 @@ from lightning_rlhf.data.collate import (
     PairwiseCollator,
     PreferenceCollator,
 )
-from lightning_rlhf.data.preferences import MARGIN, best_of_n, best_of_n_columns, load_preferences, pair_texts
+from lightning_rlhf.data.preferences import MARGIN, SCORES, best_of_n, best_of_n_columns, load_preferences, pair_texts
 from lightning_rlhf.data.resumable import EpochShuffleSampler, ResumableDataLoader
 from lightning_rlhf.data.sources import load_reviews
 from lightning_rlhf.errors import ConfigError
@@ -289,8 +289,8 @@ class IMDBDataModule(L.LightningDataModule):
 
     def _columns(self) -> list[str]:
         if self.hparams.shape == "pairwise":
-            margin = [MARGIN] if self.splits and MARGIN in next(iter(self.splits.values())).column_names else []
-            return ["chosen_input_ids", "rejected_input_ids", "index", *margin]
+            have = next(iter(self.splits.values())).column_names if self.splits else []
+            return ["chosen_input_ids", "rejected_input_ids", "index", *(c for c in (MARGIN, *SCORES) if c in have)]
         return {"classification": ["input_ids", "label"],
                 "preferences": ["prompt_ids", "chosen_ids", "rejected_ids", "index"]}.get(self.hparams.shape,
                                                                                            ["input_ids"])
@@ -298,6 +298,10 @@ class IMDBDataModule(L.LightningDataModule):
     def has_margins(self) -> bool:
         """Whether the ``pairwise`` batches carry a ``margin`` (the source has that column)."""
         return self.hparams.shape == "pairwise" and MARGIN in self._columns()
+
+    def has_scores(self) -> bool:
+        """Whether the ``pairwise`` batches carry the labeller's ``chosen_score`` and ``rejected_score``."""
+        return self.hparams.shape == "pairwise" and all(c in self._columns() for c in SCORES)
 
     def train_prompts(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """Rows of the train split as one left-padded ``prompts`` batch (dynamic sampling's refill)."""

@@ -6,7 +6,8 @@ prompt), the format of public preference sets; ``lightning-rlhf-preferences`` al
 (``"best_worst"``) and ``samples_per_prompt`` (n): chosen is the best and rejected the worst of
 n samples, what the ``bonbon`` loss needs (``best_of_n``). Other losses ignore these columns.
 A ``margin`` column (TRL's name), if present, is how much more the chosen response is preferred;
-a pairwise reward model subtracts it inside its Bradley-Terry loss (``pair_texts`` keeps it).
+a pairwise reward model subtracts it inside its Bradley-Terry loss (``pair_texts`` keeps it,
+and the two score columns, which a pairwise reward model with soft labels reads).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PairMode = Literal["all", "best_worst"]
 COLUMNS = ("prompt", "chosen", "rejected")
 BEST_OF_N_COLUMNS = ("pairs", "samples_per_prompt")  # written by --pairs best_worst
 MARGIN = "margin"
+SCORES = ("chosen_score", "rejected_score")  # the labeller's scores, written by lightning-rlhf-preferences
 
 
 def make_pairs(scores: list[float], mode: PairMode = "all", min_margin: float = 0.0) -> list[tuple[int, int]]:
@@ -135,17 +137,17 @@ def pair_texts(ds: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dat
     """Each pair as the two whole texts a classifier scores, ``prompt + chosen`` and ``prompt +
     rejected``, tokenized with the tokenizer's special tokens and truncated at ``max_length``
     (as ``SentimentClassifierReward`` tokenizes ``prompt + response`` when it serves as PPO's
-    reward): columns ``chosen_input_ids``, ``rejected_input_ids``, ``index`` (the row) and
-    ``margin`` (float) when the source has one."""
+    reward): columns ``chosen_input_ids``, ``rejected_input_ids``, ``index`` (the row), and
+    ``margin``, ``chosen_score`` and ``rejected_score`` (floats) when the source has them."""
     def encode(batch: dict, idx: list[int]) -> dict:
         out = {"index": idx}
         for key in ("chosen", "rejected"):
             texts = [p + r for p, r in zip(batch["prompt"], batch[key], strict=True)]
             out[f"{key}_input_ids"] = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        if MARGIN in batch:
-            out[MARGIN] = [float(m) for m in batch[MARGIN]]
+        for key in kept:
+            out[key] = [float(m) for m in batch[key]]
         return out
 
-    keep = [MARGIN] if MARGIN in ds.column_names else []
+    kept = [c for c in (MARGIN, *SCORES) if c in ds.column_names]
     return ds.map(encode, batched=True, with_indices=True,
-                  remove_columns=[c for c in ds.column_names if c not in keep], desc="tokenizing pair texts")
+                  remove_columns=[c for c in ds.column_names if c not in kept], desc="tokenizing pair texts")

@@ -21,7 +21,7 @@ from lightning_rlhf.models.loading import (
 )
 from lightning_rlhf.modules.checks import GlobalRNGCheckpoint, require_same_tokenizer
 from lightning_rlhf.optim import Schedule, configure_adamw
-from lightning_rlhf.rl.bradley_terry import bradley_terry_loss
+from lightning_rlhf.rl.bradley_terry import bradley_terry_loss, soft_preference
 from lightning_rlhf.sharding import export_model, shard_lightning_module
 
 Objective = Literal["classification", "pairwise"]
@@ -66,6 +66,10 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
         center_rewards_coefficient: ``pairwise``: weight c of TRL's centring term
             ``c * mean((r_c + r_r)²)``, which keeps the mean reward near 0 (TRL suggests 0.01);
             None = off. A ``margin`` column of the pairs, if any, always enters the loss.
+        label_temperature: ``pairwise``: τ of soft labels, ``p = σ((s_c - s_r) / τ)`` from the
+            scores the labeller gave each pair (the ``chosen_score`` and ``rejected_score`` that
+            ``lightning-rlhf-preferences`` writes), so a nearly tied pair asks for a small reward gap
+            instead of a won comparison (``rl.bradley_terry``); None (default) = hard labels.
         learning_rate: Peak AdamW learning rate.
         weight_decay: AdamW weight decay on weight matrices.
         warmup_steps: Linear warmup steps.
@@ -83,6 +87,7 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
         tokenizer_name_or_path: str | None = None,
         objective: Objective = "classification",
         center_rewards_coefficient: float | None = None,
+        label_temperature: float | None = None,
         learning_rate: float = 2e-5,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -97,6 +102,10 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
             raise ConfigError("center_rewards_coefficient applies to objective pairwise only; remove it")
         if center_rewards_coefficient is not None and center_rewards_coefficient < 0:
             raise ConfigError(f"center_rewards_coefficient must be >= 0, not {center_rewards_coefficient}")
+        if label_temperature is not None and objective != "pairwise":
+            raise ConfigError("label_temperature (soft labels) applies to objective pairwise only; remove it")
+        if label_temperature is not None and label_temperature <= 0:
+            raise ConfigError(f"label_temperature must be > 0, not {label_temperature}")
         self.save_hyperparameters()
         self.pairwise = objective == "pairwise"
         self.tokenizer = load_tokenizer(tokenizer_name_or_path or model_name_or_path)
@@ -117,7 +126,8 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
 
     def setup(self, stage: str) -> None:
         require_same_tokenizer(self, self.tokenizer)
-        shape = getattr(getattr(getattr(self.trainer, "datamodule", None), "hparams", None), "shape", None)
+        dm = getattr(self.trainer, "datamodule", None)
+        shape = getattr(getattr(dm, "hparams", None), "shape", None)
         want = OBJECTIVE_SHAPE[self.hparams.objective]
         self.scores_labels = self.pairwise and shape == "classification" and stage == "test"
         if shape is not None and shape != want and not self.scores_labels:
@@ -131,6 +141,11 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
                              "model.init_args.objective: pairwise for preference pairs")
             raise ConfigError(f"objective {self.hparams.objective} trains on {what}, but data.shape is "
                               f"'{shape}'; {fix}")
+        soft = self.hparams.label_temperature is not None and stage == "fit"
+        if soft and hasattr(dm, "has_scores") and not dm.has_scores():
+            raise ConfigError(f"label_temperature (soft labels) needs the labeller's chosen_score and rejected_score "
+                              f"columns, which '{dm.hparams.data_path}' lacks; make the pairs with "
+                              f"lightning-rlhf-preferences, or remove label_temperature")
 
     # -- classification -----------------------------------------------------------------------
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +169,11 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
         b = batch["chosen_input_ids"].shape[0]
         r = self.rewards(torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]]),
                          torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]]))
-        return bradley_terry_loss(r[:b], r[b:], batch.get("margin"), self.hparams.center_rewards_coefficient or 0.0)
+        tau, target = self.hparams.label_temperature, None
+        if tau is not None and "chosen_score" in batch:
+            target = soft_preference(batch["chosen_score"], batch["rejected_score"], tau)
+        return bradley_terry_loss(r[:b], r[b:], batch.get("margin"), self.hparams.center_rewards_coefficient or 0.0,
+                                  target)
 
     def _update_pairs(self, batch: dict[str, torch.Tensor], metrics: torch.nn.ModuleDict) -> None:
         out, n = self._pairwise(batch), batch["chosen_input_ids"].shape[0]
