@@ -254,6 +254,8 @@ def test_soft_labels_on_pairs_without_scores_are_refused(pairs_dir, tokenizer_di
                         enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ConfigError, match="needs the labeller's chosen_score and rejected_score"):
         trainer.fit(_pairwise_rm(tokenizer_dir, label_temperature=1.0), _pairwise_dm(pairs_dir, tokenizer_dir))
+    with pytest.raises(ConfigError, match="needs the labeller's chosen_score and rejected_score"):
+        trainer.validate(_pairwise_rm(tokenizer_dir, label_temperature=1.0), _pairwise_dm(pairs_dir, tokenizer_dir))
 
 
 @pytest.mark.parametrize("objective, shape, message", [

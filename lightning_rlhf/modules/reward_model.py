@@ -141,7 +141,7 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
                              "model.init_args.objective: pairwise for preference pairs")
             raise ConfigError(f"objective {self.hparams.objective} trains on {what}, but data.shape is "
                               f"'{shape}'; {fix}")
-        soft = self.hparams.label_temperature is not None and stage == "fit"
+        soft = self.hparams.label_temperature is not None and shape == "pairwise"
         if soft and hasattr(dm, "has_scores") and not dm.has_scores():
             raise ConfigError(f"label_temperature (soft labels) needs the labeller's chosen_score and rejected_score "
                               f"columns, which '{dm.hparams.data_path}' lacks; make the pairs with "
@@ -170,7 +170,10 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
         r = self.rewards(torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]]),
                          torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]]))
         tau, target = self.hparams.label_temperature, None
-        if tau is not None and "chosen_score" in batch:
+        if tau is not None:
+            if "chosen_score" not in batch or "rejected_score" not in batch:
+                raise ConfigError("label_temperature (soft labels) needs chosen_score and rejected_score in every "
+                                  "pairwise batch; make the pairs with lightning-rlhf-preferences")
             target = soft_preference(batch["chosen_score"], batch["rejected_score"], tau)
         return bradley_terry_loss(r[:b], r[b:], batch.get("margin"), self.hparams.center_rewards_coefficient or 0.0,
                                   target)
