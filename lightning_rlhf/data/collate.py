@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lightning_rlhf.data.preferences import PAIR_FLOAT_COLUMNS
+
 
 def pad_rows(rows: list[dict], pad_token_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad ``input_ids`` lists to the longest row: ids and attention mask, both (b, t)."""
@@ -90,7 +92,7 @@ class PairwiseCollator:
         out = {"chosen_input_ids": ids[:b], "chosen_attention_mask": mask[:b],
                "rejected_input_ids": ids[b:], "rejected_attention_mask": mask[b:],
                "index": torch.tensor([r["index"] for r in rows], dtype=torch.long)}
-        for key in ("margin", "chosen_score", "rejected_score"):
+        for key in PAIR_FLOAT_COLUMNS:
             if key in rows[0]:
                 out[key] = torch.tensor([float(r[key]) for r in rows], dtype=torch.float32)
         return out

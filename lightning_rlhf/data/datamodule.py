@@ -18,7 +18,15 @@ from lightning_rlhf.data.collate import (
     PairwiseCollator,
     PreferenceCollator,
 )
-from lightning_rlhf.data.preferences import MARGIN, SCORES, best_of_n, best_of_n_columns, load_preferences, pair_texts
+from lightning_rlhf.data.preferences import (
+    MARGIN,
+    PAIR_FLOAT_COLUMNS,
+    SCORES,
+    best_of_n,
+    best_of_n_columns,
+    load_preferences,
+    pair_texts,
+)
 from lightning_rlhf.data.resumable import EpochShuffleSampler, ResumableDataLoader
 from lightning_rlhf.data.sources import load_reviews
 from lightning_rlhf.errors import ConfigError
@@ -290,7 +298,7 @@ class IMDBDataModule(L.LightningDataModule):
     def _columns(self) -> list[str]:
         if self.hparams.shape == "pairwise":
             have = next(iter(self.splits.values())).column_names if self.splits else []
-            return ["chosen_input_ids", "rejected_input_ids", "index", *(c for c in (MARGIN, *SCORES) if c in have)]
+            return ["chosen_input_ids", "rejected_input_ids", "index", *(c for c in PAIR_FLOAT_COLUMNS if c in have)]
         return {"classification": ["input_ids", "label"],
                 "preferences": ["prompt_ids", "chosen_ids", "rejected_ids", "index"]}.get(self.hparams.shape,
                                                                                            ["input_ids"])

@@ -28,6 +28,7 @@ COLUMNS = ("prompt", "chosen", "rejected")
 BEST_OF_N_COLUMNS = ("pairs", "samples_per_prompt")  # written by --pairs best_worst
 MARGIN = "margin"
 SCORES = ("chosen_score", "rejected_score")  # the labeller's scores, written by lightning-rlhf-preferences
+PAIR_FLOAT_COLUMNS = (MARGIN, *SCORES)  # per-pair floats a pairwise batch carries when its source has them
 
 
 def make_pairs(scores: list[float], mode: PairMode = "all", min_margin: float = 0.0) -> list[tuple[int, int]]:
@@ -148,6 +149,6 @@ def pair_texts(ds: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dat
             out[key] = [float(m) for m in batch[key]]
         return out
 
-    kept = [c for c in (MARGIN, *SCORES) if c in ds.column_names]
+    kept = [c for c in PAIR_FLOAT_COLUMNS if c in ds.column_names]
     return ds.map(encode, batched=True, with_indices=True,
                   remove_columns=[c for c in ds.column_names if c not in kept], desc="tokenizing pair texts")
