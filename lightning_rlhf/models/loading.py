@@ -142,6 +142,17 @@ def build_from_config(
         return auto.from_config(hf_config)
 
 
+def check_one_source(name_or_path: str | None, config: dict[str, Any] | None) -> None:
+    """Exactly one of a hub id / folder and a config: with both, the config would build a random
+    model and the named weights would be ignored without a word."""
+    if config is not None and name_or_path is not None:
+        raise ConfigError(f"both a model to load ('{name_or_path}') and a model config were given, and the config "
+                          f"would build a random model instead; set the *_name_or_path option to null to train "
+                          f"from the config, or the *_config option to null to load '{name_or_path}'")
+    if config is None and name_or_path is None:
+        raise ConfigError("give either model_name_or_path or model_config")
+
+
 def load_causal_lm(
     name_or_path: str | None, config: dict[str, Any] | None = None, seed: int = 0
 ) -> PreTrainedModel:
@@ -151,10 +162,9 @@ def load_causal_lm(
     checkpoint (Qwen2.5, Llama 3) would otherwise train bf16 master weights and AdamW state under
     ``bf16-mixed``, where small updates are rounded away. The Trainer's precision casts from here.
     """
+    check_one_source(name_or_path, config)
     if config is not None:
         return build_from_config(config, "causal_lm", seed)
-    if name_or_path is None:
-        raise ConfigError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
     return from_source("model", name_or_path,
                        lambda source, **kw: AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kw))
@@ -174,10 +184,9 @@ def load_sequence_classifier(
     if num_labels is not None:
         labels = dict(num_labels=num_labels, id2label=POSITIVE_ID2LABEL,
                       label2id={v: k for k, v in POSITIVE_ID2LABEL.items()})
+    check_one_source(name_or_path, config)
     if config is not None:
         return build_from_config({**config, **labels}, "classifier", seed, default_type="distilbert")
-    if name_or_path is None:
-        raise ConfigError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
     return from_source("model", name_or_path,
                        lambda source, **kw: AutoModelForSequenceClassification.from_pretrained(

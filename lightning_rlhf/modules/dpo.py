@@ -43,7 +43,7 @@ class DPOModule(PolicyStage):
     """Direct preference optimisation (Rafailov et al. 2023) and its IPO, hinge, BoNBoN and SimPO variants.
 
     Args:
-        policy_name_or_path: Hub id or folder of the policy (the SFT export); ignored with policy_config.
+        policy_name_or_path: Hub id or folder of the policy (the SFT export); null with policy_config.
         policy_config: Config fields of a randomly initialised policy (tests).
         tokenizer_name_or_path: Tokenizer of the policy; defaults to policy_name_or_path.
         ref_name_or_path: Frozen reference; defaults to the policy's source (reloaded on resume,

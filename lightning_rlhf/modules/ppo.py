@@ -39,7 +39,8 @@ class PPOModule(PolicyStage):
 
     Args:
         policy_name_or_path: Hub id or folder of the policy (the SFT export).
-        policy_config: Config fields of a randomly initialised policy instead (tests, benchmarks).
+        policy_config: Config fields of a randomly initialised policy instead (tests, benchmarks);
+            policy_name_or_path must then be null.
         tokenizer_name_or_path: Tokenizer of the policy; defaults to policy_name_or_path.
         ref_name_or_path: Frozen reference; defaults to the policy's source (reloaded on resume, not checkpointed).
         reward_model: Hub id or folder of a sequence classifier scoring prompt + response.

@@ -15,6 +15,7 @@ from lightning_rlhf.export import export_at_fit_end
 from lightning_rlhf.models.loading import (
     build_from_config,
     check_export_folder,
+    check_one_source,
     from_source,
     load_sequence_classifier,
     load_tokenizer,
@@ -33,10 +34,9 @@ def load_reward_head(name_or_path: str | None, config: dict[str, Any] | None, se
     """A sequence classifier with one logit (label ``LABEL_0``): a random one from ``config``, or
     a hub id / folder of an encoder, causal LM or classifier whose head is replaced by a fresh
     one-logit head when it has another number of labels."""
+    check_one_source(name_or_path, config)
     if config is not None:
         return build_from_config({**config, "num_labels": 1}, "classifier", seed, default_type="distilbert")
-    if name_or_path is None:
-        raise ConfigError("give either model_name_or_path or model_config")
     check_export_folder(name_or_path, "model")
     return from_source("model", name_or_path, lambda source, **kw: AutoModelForSequenceClassification.from_pretrained(
         source, num_labels=1, ignore_mismatched_sizes=True, dtype=torch.float32, **kw))  # fp32 as load_causal_lm
@@ -58,7 +58,7 @@ class RewardModelModule(GlobalRNGCheckpoint, L.LightningModule):
 
     Args:
         model_name_or_path: Hub id or folder of a sequence classifier or encoder
-            (ignored if model_config).
+            (null with model_config: giving both is an error).
         model_config: Config fields for a randomly initialised classifier, e.g.
             ``{"model_type": "distilbert", "n_layers": 2, "dim": 128, "hidden_dim": 512}``.
         tokenizer_name_or_path: Hub id or folder of the tokenizer; defaults to model_name_or_path.

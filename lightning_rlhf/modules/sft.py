@@ -22,7 +22,7 @@ class SFTModule(GlobalRNGCheckpoint, L.LightningModule):
     """Supervised fine-tuning with the causal-LM loss; padding never counts in the loss.
 
     Args:
-        model_name_or_path: Hub id or local folder of the causal LM (ignored if model_config).
+        model_name_or_path: Hub id or local folder of the causal LM (null with model_config: both is an error).
         model_config: Config fields for a randomly initialised model, e.g.
             ``{"model_type": "gpt2", "n_layer": 4, "n_head": 4, "n_embd": 256}``.
         tokenizer_name_or_path: Hub id or folder of the tokenizer; defaults to model_name_or_path.
