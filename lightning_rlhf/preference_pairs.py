@@ -5,7 +5,9 @@ k completions per training prompt from a policy export (the SFT model), scored b
 and written as ``train-NNNNN.jsonl`` shards with ``settings.json`` beside them. ``--pairs
 best_worst`` makes one pair per prompt, the best against the worst of its k samples, and each
 such row also records ``pairs: best_worst`` and ``samples_per_prompt: k`` (the BoNBoN loss reads
-them). Each shard is
+them). ``--human-candidate`` adds each review's own continuation to its prompt's samples, so
+pairs can set human text against machine text (a reward model then also sees text like the
+reviews it is judged on). Each shard is
 written whole (temporary file, then rename) and sampled from its own seeded generator, so a
 killed run keeps its finished shards and a rerun with the same settings makes the same pairs.
 """
@@ -31,14 +33,14 @@ from lightning_rlhf.errors import (
     run_console,
 )
 from lightning_rlhf.export import write_text_atomic
-from lightning_rlhf.generation import decode_responses, sample_responses
+from lightning_rlhf.generation import decode_responses, decode_with_prompts, sample_responses
 from lightning_rlhf.models.loading import check_model_input, load_causal_lm
 from lightning_rlhf.rewards import build_reward
 from lightning_rlhf.rl.masking import response_mask_after_stop
 
 SETTINGS = ("policy", "reward_model", "reward_fn", "positive_label", "data", "num_prompts", "samples_per_prompt",
             "pairs", "min_margin", "max_new_tokens", "temperature", "stop_at_eos", "prompt_min_tokens",
-            "prompt_max_tokens", "min_review_chars", "shard_size", "seed")
+            "prompt_max_tokens", "min_review_chars", "shard_size", "seed", "human_candidate")
 
 
 def _settings(out: Path, settings: dict) -> None:
@@ -69,8 +71,13 @@ def _check_kept_shards(out: Path, pairs: str) -> None:
 
 @torch.no_grad()
 def make_shard(model, tokenizer, reward, prompt_ids: list[list[int]], args, generator: torch.Generator,
-               device: torch.device) -> list[dict]:
-    """Sample, score and pair the completions of one shard's prompts."""
+               device: torch.device, human_ids: list[list[int]] | None = None) -> list[dict]:
+    """Sample, score and pair the completions of one shard's prompts.
+
+    ``human_ids``: per prompt, the review's own next tokens (``--human-candidate``); each joins its
+    prompt's samples as one more candidate, scored and paired like them, so pairs can put a human
+    continuation against a machine one.
+    """
     k, rows = args.samples_per_prompt, []
     best_of_k = {"pairs": "best_worst", "samples_per_prompt": k} if args.pairs == "best_worst" else {}
     eos = tokenizer.eos_token_id if args.stop_at_eos else None
@@ -83,9 +90,14 @@ def make_shard(model, tokenizer, reward, prompt_ids: list[list[int]], args, gene
         prompts = decode_responses(tokenizer, ids, mask)
         texts = decode_responses(tokenizer, responses, response_mask_after_stop(responses, eos),
                                  after=(ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)))
-        scores = reward([p for p in prompts for _ in range(k)], texts).tolist()
+        if human_ids is not None:
+            humans = decode_with_prompts(tokenizer, prompt_ids[start: start + args.batch_size],
+                                         human_ids[start: start + args.batch_size])[1]
+            texts = [t for i, h in enumerate(humans) for t in (*texts[i * k: (i + 1) * k], h)]
+        n = k + (human_ids is not None)
+        scores = reward([p for p in prompts for _ in range(n)], texts).tolist()
         for i, prompt in enumerate(prompts):
-            group, group_scores = texts[i * k: (i + 1) * k], scores[i * k: (i + 1) * k]
+            group, group_scores = texts[i * n: (i + 1) * n], scores[i * n: (i + 1) * n]
             for c, r in make_pairs(group_scores, args.pairs, args.min_margin):
                 rows.append({"prompt": prompt, "chosen": group[c], "rejected": group[r],
                              "chosen_score": group_scores[c], "rejected_score": group_scores[r], **best_of_k})
@@ -112,6 +124,8 @@ def _main(argv: list[str]) -> None:
     p.add_argument("--prompt-min-tokens", type=int, default=2)
     p.add_argument("--prompt-max-tokens", type=int, default=8)
     p.add_argument("--min-review-chars", type=int, default=200)
+    p.add_argument("--human-candidate", action="store_true",
+                   help="add each review's own next --max-new-tokens tokens as one more candidate per prompt")
     p.add_argument("--batch-size", type=positive_int, default=64, help="prompts per generation batch")
     p.add_argument("--shard-size", type=int, default=500, help="prompts per shard (the unit a rerun skips)")
     p.add_argument("--seed", type=int, default=0)
@@ -121,6 +135,9 @@ def _main(argv: list[str]) -> None:
         p.error("give exactly one of --reward-model and --reward-fn")
     if args.samples_per_prompt < 2 or args.num_prompts < 1 or args.shard_size < 1:
         p.error("--samples-per-prompt must be at least 2, --num-prompts and --shard-size at least 1")
+    if args.human_candidate and args.pairs == "best_worst":
+        p.error("--human-candidate with --pairs best_worst: best-of-k pairs must all be the policy's samples; "
+                "drop one of the two")
     check_model_input(args.policy, "--policy")
     check_model_input(args.reward_model, "--reward-model")
     check_output_folder(args.out, "--out")
@@ -128,9 +145,11 @@ def _main(argv: list[str]) -> None:
     start, out = time.perf_counter(), Path(args.out)
     dm = IMDBDataModule(data_path=args.data, tokenizer=args.policy, shape="prompts", seed=args.seed,
                         val_size=10, max_eval_samples=10, min_review_chars=args.min_review_chars,
-                        prompt_min_tokens=args.prompt_min_tokens, prompt_max_tokens=args.prompt_max_tokens)
+                        prompt_min_tokens=args.prompt_min_tokens, prompt_max_tokens=args.prompt_max_tokens,
+                        continuation_tokens=args.max_new_tokens if args.human_candidate else 0)
     dm.setup("fit")
     prompt_ids = dm.splits["train"]["input_ids"][: args.num_prompts]
+    human_ids = dm.splits["train"]["continuation_ids"][: args.num_prompts] if args.human_candidate else None
     if len(prompt_ids) < args.num_prompts:
         raise ConfigError(f"only {len(prompt_ids)} training prompts are available, {args.num_prompts} were asked for")
     device = torch.device(args.device)
@@ -152,7 +171,7 @@ def _main(argv: list[str]) -> None:
             continue
         generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + n)
         rows = make_shard(model, tokenizer, reward, prompt_ids[first: first + args.shard_size], args, generator,
-                          device)
+                          device, None if human_ids is None else human_ids[first: first + args.shard_size])
         write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
         total += len(rows)
         print(f"[preferences] shard {n + 1}/{len(shards)}: {len(rows)} pairs, {total} in all, "

@@ -186,6 +186,45 @@ def test_best_worst_pairs_record_that_they_are_best_and_worst_of_n(tiny_gpt2, to
         dm.best_of_n()
 
 
+def test_human_candidate_pairs_the_reviews_own_continuation(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from lightning_rlhf.data.sources import load_reviews
+    from lightning_rlhf.models.loading import build_from_config
+
+    policy = tmp_path / "policy"
+    build_from_config(tiny_gpt2, "causal_lm", seed=0).save_pretrained(policy)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(policy)
+    args = ["--policy", str(policy), "--reward-fn", "helpers:e_fraction", "--data", imdb_dir, "--num-prompts", "10",
+            "--samples-per-prompt", "2", "--max-new-tokens", "6", "--temperature", "1.5", "--batch-size", "4",
+            "--device", "cpu", "--human-candidate"]
+    preferences_main([*args, "--out", str(tmp_path / "h")])
+    rows = [json.loads(line) for line in (tmp_path / "h" / "train-00000.jsonl").open()]
+    reviews = load_reviews(imdb_dir)["train"]["text"]
+    by_prompt: dict[str, set[str]] = {}
+    for r in rows:
+        assert r["chosen_score"] > r["rejected_score"]
+        by_prompt.setdefault(r["prompt"], set()).update((r["chosen"], r["rejected"]))
+    assert len(by_prompt) >= 8 and all(len(texts) <= 3 for texts in by_prompt.values()), "2 samples + 1 human"
+    human = [sum(any(t.startswith(p + c) for t in reviews) for c in texts) for p, texts in by_prompt.items()]
+    assert all(h >= 1 for h in human), "every prompt's candidates include the review's own next tokens"
+    assert json.loads((tmp_path / "h" / "settings.json").read_text())["human_candidate"] is True
+
+    dm = IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="prompts", continuation_tokens=6,
+                        val_size=10)
+    dm.setup("fit")
+    tok = dm.tokenizer
+    row = dm.splits["train"][0]
+    assert len(row["continuation_ids"]) == 6
+    assert any(tok(t)["input_ids"][: len(row["input_ids"]) + 6] == row["input_ids"] + row["continuation_ids"]
+               for t in reviews)
+    with pytest.raises(SystemExit) as done:
+        preferences_main([*args, "--pairs", "best_worst", "--out", str(tmp_path / "bw")])
+    assert done.value.code == 2 and "--human-candidate with --pairs best_worst" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="continuation_tokens must be 0 or more"):
+        IMDBDataModule(data_path=imdb_dir, tokenizer=tokenizer_dir, shape="prompts", continuation_tokens=-1)
+
+
 def test_best_worst_shards_without_n_are_not_resumed(tmp_path):
     write_jsonl(tmp_path / "train-00000.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"}])
     _check_kept_shards(tmp_path, "all")  # all-pairs shards never carry the columns

@@ -66,6 +66,9 @@ class IMDBDataModule(L.LightningDataModule):
         prompt_max_tokens: Longest prompt, in tokens; each prompt's length is drawn (seeded)
             from [prompt_min_tokens, prompt_max_tokens].
         min_review_chars: For prompts, skip reviews shorter than this (TRL's IMDB recipe: 200).
+        continuation_tokens: For prompts, also keep the next this many tokens of each review as
+            ``continuation_ids`` (the human-written text the prompt was cut from, fewer tokens where
+            the review ends first); 0 = none. ``lightning-rlhf-preferences --human-candidate`` reads it.
         max_length: Truncation length for the ``classification`` and ``pairwise`` shapes; for
             ``preferences``, the longest prompt + response allowed (longer pairs are an error,
             not silently cut).
@@ -94,6 +97,7 @@ class IMDBDataModule(L.LightningDataModule):
         prompt_min_tokens: int = 2,
         prompt_max_tokens: int = 8,
         min_review_chars: int = 200,
+        continuation_tokens: int = 0,
         max_length: int = 512,
         pad_with_eos: bool = True,
         preference_columns: dict[str, str] | None = None,
@@ -109,6 +113,8 @@ class IMDBDataModule(L.LightningDataModule):
                 f"prompt length range [{prompt_min_tokens}, {prompt_max_tokens}] is empty or "
                 f"starts below 1; set 1 <= prompt_min_tokens <= prompt_max_tokens"
             )
+        if continuation_tokens < 0:
+            raise ConfigError(f"continuation_tokens must be 0 or more, not {continuation_tokens}")
         self.save_hyperparameters()
         self.tokenizer = load_tokenizer(tokenizer, pad_with_eos=pad_with_eos)
         self.splits: dict[str, datasets.Dataset] = {}  # shaped (tokenized) splits
@@ -223,8 +229,13 @@ class IMDBDataModule(L.LightningDataModule):
                 hp.prompt_min_tokens, hp.prompt_max_tokens + 1, size=len(ds))
 
             def first_tokens(batch: dict, idx: list[int]) -> dict:
-                ids = tok(batch["text"], truncation=True, max_length=hp.prompt_max_tokens)["input_ids"]
-                return {"input_ids": [x[: int(lengths[i])] for x, i in zip(ids, idx, strict=True)]}
+                ids = tok(batch["text"], truncation=True,
+                          max_length=hp.prompt_max_tokens + hp.continuation_tokens)["input_ids"]
+                cuts = [int(lengths[i]) for i in idx]
+                out = {"input_ids": [x[:n] for x, n in zip(ids, cuts, strict=True)]}
+                if hp.continuation_tokens:
+                    out["continuation_ids"] = [x[n: n + hp.continuation_tokens] for x, n in zip(ids, cuts, strict=True)]
+                return out
 
             return ds.map(first_tokens, batched=True, with_indices=True,
                           remove_columns=["text"], desc="tokenizing prompts")
