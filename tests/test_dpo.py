@@ -25,16 +25,25 @@ def test_make_pairs():
     assert make_pairs(scores, min_margin=1.5) == [(1, 3)]
 
 
-def test_preference_pairs_are_ordered_counted_and_resumable(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, capsys):
+def _preference_args(tiny_gpt2: dict, tokenizer_dir: str, imdb_dir: str, tmp_path: Path, **flags: str) -> list[str]:
+    """A tiny random policy exported with its tokenizer, and the ``lightning-rlhf-preferences``
+    arguments the tests share (``e_fraction`` labels, 6 new tokens at temperature 1.5, CPU), plus
+    ``flags`` (``num_prompts="12"`` -> ``--num-prompts 12``)."""
+    from transformers import AutoTokenizer
+
     from lightning_rlhf.models.loading import build_from_config
 
     policy = tmp_path / "policy"
     build_from_config(tiny_gpt2, "causal_lm", seed=0).save_pretrained(policy)
-    from transformers import AutoTokenizer
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(policy)
-    args = ["--policy", str(policy), "--reward-fn", "helpers:e_fraction", "--data", imdb_dir, "--num-prompts", "12",
-            "--samples-per-prompt", "4", "--max-new-tokens", "6", "--temperature", "1.5", "--shard-size", "5",
-            "--batch-size", "4", "--device", "cpu"]
+    extra = [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", v)]
+    return ["--policy", str(policy), "--reward-fn", "helpers:e_fraction", "--data", imdb_dir, "--max-new-tokens", "6",
+            "--temperature", "1.5", "--device", "cpu", *extra]
+
+
+def test_preference_pairs_are_ordered_counted_and_resumable(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, capsys):
+    args = _preference_args(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, num_prompts="12", samples_per_prompt="4",
+                            shard_size="5", batch_size="4")
     preferences_main([*args, "--out", str(tmp_path / "a")])
     shards = sorted((tmp_path / "a").glob("train-*.jsonl"))
     assert [s.name for s in shards] == ["train-00000.jsonl", "train-00001.jsonl", "train-00002.jsonl"]
@@ -160,15 +169,7 @@ def test_dpo_runs_under_bf16_mixed(tiny_gpt2, tokenizer_dir, tmp_path):
 
 
 def test_best_worst_pairs_record_that_they_are_best_and_worst_of_n(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path):
-    from transformers import AutoTokenizer
-
-    from lightning_rlhf.models.loading import build_from_config
-
-    policy = tmp_path / "policy"
-    build_from_config(tiny_gpt2, "causal_lm", seed=0).save_pretrained(policy)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(policy)
-    args = ["--policy", str(policy), "--reward-fn", "helpers:e_fraction", "--data", imdb_dir, "--num-prompts", "12",
-            "--max-new-tokens", "6", "--temperature", "1.5", "--batch-size", "12", "--device", "cpu"]
+    args = _preference_args(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, num_prompts="12", batch_size="12")
     preferences_main([*args, "--pairs", "best_worst", "--samples-per-prompt", "5", "--out", str(tmp_path / "bw")])
     rows = [json.loads(line) for line in (tmp_path / "bw" / "train-00000.jsonl").open()]
     assert 0 < len(rows) <= 12, "one pair per prompt at most (ties make none)"
@@ -187,17 +188,10 @@ def test_best_worst_pairs_record_that_they_are_best_and_worst_of_n(tiny_gpt2, to
 
 
 def test_human_candidate_pairs_the_reviews_own_continuation(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, capsys):
-    from transformers import AutoTokenizer
-
     from lightning_rlhf.data.sources import load_reviews
-    from lightning_rlhf.models.loading import build_from_config
 
-    policy = tmp_path / "policy"
-    build_from_config(tiny_gpt2, "causal_lm", seed=0).save_pretrained(policy)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(policy)
-    args = ["--policy", str(policy), "--reward-fn", "helpers:e_fraction", "--data", imdb_dir, "--num-prompts", "10",
-            "--samples-per-prompt", "2", "--max-new-tokens", "6", "--temperature", "1.5", "--batch-size", "4",
-            "--device", "cpu", "--human-candidate"]
+    args = [*_preference_args(tiny_gpt2, tokenizer_dir, imdb_dir, tmp_path, num_prompts="10", samples_per_prompt="2",
+                              batch_size="4"), "--human-candidate"]
     preferences_main([*args, "--out", str(tmp_path / "h")])
     rows = [json.loads(line) for line in (tmp_path / "h" / "train-00000.jsonl").open()]
     reviews = load_reviews(imdb_dir)["train"]["text"]
